@@ -1,0 +1,1 @@
+"""Atelier reviews export: the data generator (`atelier-generate`) and the loader (`atelier-load`)."""
