@@ -1,0 +1,97 @@
+"""The rejects report: every row the loader refused, as a CSV file a person can open.
+
+One row per rejected record: `file,line,kind,reason,raw`. `line` is the record's first physical line
+(the header is line 1), `kind` a stable machine name (the generator's manifest counts injected dirty
+rows under the same names), `reason` a short human explanation, `raw` the record's text as it stood in
+the file, line breaks of multi-line records included.
+
+The report is written beside its final path and moved there only when the load has switched, so the
+report on disk always describes the data being served.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import Counter
+from pathlib import Path
+from types import TracebackType
+
+# Parse-level kinds: decided in Python, record by record.
+WRONG_COLUMN_COUNT = "wrong_column_count"
+NON_NUMERIC_ID = "non_numeric_id"
+ID_OUT_OF_RANGE = "id_out_of_range"
+RATING_OUT_OF_RANGE = "rating_out_of_range"
+VALUE_OUT_OF_RANGE = "value_out_of_range"
+BAD_DATE = "bad_date"
+BAD_BOOLEAN = "bad_boolean"
+BAD_HELPFULNESS = "bad_helpfulness"
+INVALID_TEXT = "invalid_text"
+MALFORMED_CSV = "malformed_csv"
+# Set-level kinds: decided in SQL once the whole file (and its parents) are staged.
+DUPLICATE_ID = "duplicate_id"
+MISSING_REVIEW = "missing_review"
+MISSING_CHARACTERISTIC = "missing_characteristic"
+CHARACTERISTIC_OF_OTHER_PRODUCT = "characteristic_of_other_product"
+
+HEADER = ("file", "line", "kind", "reason", "raw")
+
+
+def strip_line_end(raw: str) -> str:
+    """The record's text without the one line terminator that ends it (inner line breaks stay)."""
+    if raw.endswith("\r\n"):
+        return raw[:-2]
+    if raw.endswith(("\n", "\r")):
+        return raw[:-1]
+    return raw
+
+
+def printable(raw: str) -> str:
+    """Raw text whose undecodable bytes (read as surrogate escapes) are shown as \\x.. escapes."""
+    if raw.isascii():
+        return raw
+    return raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+class RejectsReport:
+    """Streams rejected records to `<path>.partial`; `commit()` moves it to `path`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.partial_path = path.with_name(path.name + ".partial")
+        self._counts: Counter[tuple[str, str]] = Counter()
+        self._file = open(self.partial_path, "w", encoding="utf-8", newline="")
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(HEADER)
+
+    def __enter__(self) -> RejectsReport:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.discard()
+
+    def add(self, file: str, line: int, kind: str, reason: str, raw: str) -> None:
+        self._writer.writerow((file, line, kind, reason, printable(strip_line_end(raw))))
+        self._counts[file, kind] += 1
+
+    def rejected(self, file: str) -> int:
+        return sum(count for (name, _), count in self._counts.items() if name == file)
+
+    def kinds(self, file: str) -> dict[str, int]:
+        return {kind: count for (name, kind), count in sorted(self._counts.items()) if name == file}
+
+    @property
+    def total(self) -> int:
+        return sum(self._counts.values())
+
+    def commit(self) -> None:
+        self._file.close()
+        os.replace(self.partial_path, self.path)
+
+    def discard(self) -> None:
+        """Close and remove the partial report (a no-op after `commit`)."""
+        if not self._file.closed:
+            self._file.close()
+            self.partial_path.unlink(missing_ok=True)

@@ -1,0 +1,167 @@
+"""`atelier-load` as a command: arguments, environment, messages and exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import asyncpg
+import pytest
+
+from atelier_etl import staging
+from atelier_etl.load import main, redacted
+from tests.conftest import ROOT
+from tests.etl.loadfiles import review, write_export
+
+UNREACHABLE = "postgresql://postgres:secret@127.0.0.1:9/atelier"  # the discard port: nothing listens
+
+
+@pytest.fixture
+def db_url(make_database):
+    return make_database("load_cli")
+
+
+def served_reviews(db_url: str) -> list[int] | None:
+    """Ids of the served reviews (None when there is no table), and no staging schema left behind."""
+
+    async def query() -> list[int] | None:
+        conn = await asyncpg.connect(db_url)
+        try:
+            assert await conn.fetchval("SELECT to_regnamespace($1)", staging.SCHEMA) is None
+            if await conn.fetchval("SELECT to_regclass('public.reviews')") is None:
+                return None
+            return [row["id"] for row in await conn.fetch("SELECT id FROM public.reviews ORDER BY id")]
+        finally:
+            await conn.close()
+
+    return asyncio.run(query())
+
+
+def run_module(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "atelier_etl.load", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_loads_with_database_url_from_the_environment(db_url, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    data = write_export(tmp_path, characteristic_reviews=["1,1,1,4", "2,1,999,4"])
+
+    assert main(["--data", str(data), "--no-progress"]) == 0  # rejects do not fail the load
+
+    out = capsys.readouterr().out
+    assert "characteristic_reviews.csv" in out and "missing_review 1" in out
+    assert f"rejects report: {data / 'rejects.csv'}\n" in out
+    assert served_reviews(db_url) == [1, 2, 3, 5]
+
+
+def test_options_override_the_environment(db_url, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DATABASE_URL", UNREACHABLE)
+    rejects = tmp_path / "out" / "my-rejects.csv"
+    rejects.parent.mkdir()
+    data = write_export(tmp_path / "data")
+
+    assert (
+        main(["--data", str(data), "--rejects", str(rejects), "--database-url", db_url, "--no-progress"]) == 0
+    )
+    assert rejects.read_text().startswith("file,line,kind,reason,raw")
+    assert not (data / "rejects.csv").exists()
+    assert "no rejected rows" in capsys.readouterr().out
+
+
+def test_steps_are_logged_when_not_on_a_terminal(db_url, tmp_path, monkeypatch, capsys):
+    assert main(["--data", str(write_export(tmp_path)), "--database-url", db_url]) == 0
+    err = capsys.readouterr().err
+    assert "reviews.csv: reading" in err and "switching" in err
+
+
+@pytest.mark.parametrize(
+    ("break_input", "message"),
+    [
+        (lambda data: (data / "reviews.csv").unlink(), "missing input file {data}/reviews.csv"),
+        (lambda data: [path.unlink() for path in data.iterdir()],
+         "missing input file {data}/characteristic_reviews.csv"),
+        (lambda data: (data / "reviews_photos.csv").write_bytes(b""), "reviews_photos.csv is empty"),
+        (lambda data: (data / "characteristics.csv").write_text("id,name\n1,Fit\n"),
+         "characteristics.csv has an unexpected header 'id,name' (expected 'id,product_id,name')"),
+        (lambda data: [(data / "reviews.csv").unlink(), (data / "reviews.csv").mkdir()],
+         "cannot read {data}/reviews.csv"),
+    ],
+    ids=["missing-file", "empty-dir", "empty-file", "wrong-header", "unreadable"],
+)  # fmt: skip
+def test_a_bad_input_exits_2_before_touching_the_database(db_url, tmp_path, capsys, break_input, message):
+    assert main(["--data", str(write_export(tmp_path / "a")), "--database-url", db_url, "--no-progress"]) == 0
+    capsys.readouterr()
+    data = write_export(tmp_path / "b", reviews=[review(id=70)], photos=[], characteristic_reviews=[])
+    break_input(data)
+
+    assert main(["--data", str(data), "--database-url", db_url, "--no-progress"]) == 2
+
+    err = capsys.readouterr().err
+    assert err.startswith("atelier-load: error: ") and err.count("\n") == 1
+    assert message.format(data=data) in err
+    assert served_reviews(db_url) == [1, 2, 3, 5]
+    assert not (data / "rejects.csv").exists()
+
+
+def test_a_missing_data_dir_exits_2(tmp_path, capsys):
+    assert main(["--data", str(tmp_path / "nowhere"), "--database-url", UNREACHABLE]) == 2
+    assert f"data directory {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
+
+
+def test_an_unwritable_rejects_report_exits_2(tmp_path, capsys):
+    data = write_export(tmp_path)
+    args = ["--data", str(data), "--rejects", str(tmp_path / "no" / "r.csv"), "--database-url", UNREACHABLE]
+    assert main(args) == 2
+    assert "cannot write the rejects report" in capsys.readouterr().err
+
+
+def test_usage_errors_exit_2(tmp_path):
+    no_url = run_module("--data", str(tmp_path), env={"DATABASE_URL": ""})
+    assert no_url.returncode == 2 and "DATABASE_URL is not set" in no_url.stderr
+    assert run_module("--database-url", UNREACHABLE).returncode == 2  # --data is required
+
+
+def test_an_unreachable_database_exits_1_with_one_line_and_no_traceback(tmp_path):
+    result = run_module("--data", str(write_export(tmp_path)), env={"DATABASE_URL": UNREACHABLE})
+    assert result.returncode == 1
+    assert result.stderr.startswith("atelier-load: error: cannot connect to the database ")
+    assert "Traceback" not in result.stderr and "secret" not in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_a_failed_load_exits_1_and_keeps_the_served_data(db_url, tmp_path, monkeypatch, capsys):
+    assert main(["--data", str(write_export(tmp_path / "a")), "--database-url", db_url, "--no-progress"]) == 0
+
+    async def fail(conn):
+        await conn.execute("SELECT 1/0")
+
+    monkeypatch.setattr(staging, "build_keys_and_indexes", fail)
+    data = write_export(tmp_path / "b", reviews=[review(id=70)], photos=[], characteristic_reviews=[])
+    capsys.readouterr()
+    assert main(["--data", str(data), "--database-url", db_url, "--no-progress"]) == 1
+
+    err = capsys.readouterr().err
+    assert "load failed: DivisionByZeroError: division by zero; the previous data is still served" in err
+    assert served_reviews(db_url) == [1, 2, 3, 5]
+
+
+def test_help_documents_the_exit_codes():
+    result = run_module("--help")
+    assert result.returncode == 0
+    assert "exit codes:" in result.stdout
+    for code in ("0 ", "1 ", "2 ", "130 "):
+        assert f"\n  {code}" in result.stdout
+    assert "DATABASE_URL" in result.stdout
+
+
+def test_messages_never_show_the_password():
+    assert redacted("postgresql://user:s3cret@db:5432/atelier") == "postgresql://user:***@db:5432/atelier"
+    assert redacted("postgresql://user@db/atelier") == "postgresql://user@db/atelier"
