@@ -1,0 +1,1 @@
+"""Atelier ratings & reviews HTTP API: `create_app(config)` builds it, `atelier-api` runs it."""

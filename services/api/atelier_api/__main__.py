@@ -1,0 +1,31 @@
+"""`atelier-api`: read the environment, run the application."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvloop
+from aiohttp import web
+
+from atelier_api.app import DatabaseUnreachable, create_app
+from atelier_api.config import Config, ConfigError
+
+
+def main() -> None:
+    try:
+        config = Config.from_env()
+    except ConfigError as error:
+        sys.exit(f"atelier-api: {error}")
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        # A uvloop loop handed to run_app: same effect as uvloop.install(), which Python 3.12+ deprecates.
+        web.run_app(
+            create_app(config), host=config.api_host, port=config.api_port, loop=uvloop.new_event_loop()
+        )
+    except DatabaseUnreachable as error:
+        sys.exit(f"atelier-api: {error}")
+
+
+if __name__ == "__main__":
+    main()

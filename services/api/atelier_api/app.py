@@ -1,0 +1,69 @@
+"""The application factory: everything a running API needs, built from one Config."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import asyncpg
+from aiohttp import web
+
+from atelier_api.config import Config
+from atelier_api.errors import DATABASE_UNAVAILABLE, error_middleware
+from atelier_api.keys import CLOCK_KEY, CONFIG_KEY, POOL_KEY, Clock
+from atelier_api.routes import routes
+
+log = logging.getLogger(__name__)
+
+
+class DatabaseUnreachable(RuntimeError):
+    """The pool could not open its first connections at start-up."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(config: Config, *, clock: Clock = utc_now) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=config.max_body_bytes)
+    app[CONFIG_KEY] = config
+    app[CLOCK_KEY] = clock
+    app.cleanup_ctx.append(database_pool)
+    app.on_response_prepare.append(name_the_replica)
+    app.router.add_routes(routes)
+    return app
+
+
+async def name_the_replica(request: web.Request, response: web.StreamResponse) -> None:
+    """Every response says which replica served it, so a balanced deployment can be observed."""
+    response.headers["X-Replica"] = request.app[CONFIG_KEY].replica_name
+
+
+async def database_pool(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG_KEY]
+    try:
+        pool = await asyncpg.create_pool(
+            config.database_url,
+            min_size=config.db_pool_min_size,
+            max_size=config.db_pool_max_size,
+            command_timeout=config.db_command_timeout,
+            timeout=config.db_command_timeout,  # for opening each connection
+            server_settings={"application_name": "atelier-api"},
+        )
+    except DATABASE_UNAVAILABLE as error:
+        where = _database_location(config.database_url)
+        log.error("cannot connect to the database at %s: %r", where, error)
+        raise DatabaseUnreachable(f"cannot connect to the database at {where}: {error!r}") from error
+    app[POOL_KEY] = pool
+    try:
+        yield
+    finally:
+        await pool.close()
+
+
+def _database_location(url: str) -> str:
+    """host:port/dbname of a database URL: enough to tell where, without the password."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"

@@ -1,0 +1,112 @@
+"""Settings, read once from the environment into one frozen value (12factor.net/config)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+T = TypeVar("T")
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# product_id and page are Postgres integers; keeping count below 2**31 too keeps (page - 1) * count, the
+# OFFSET, inside a bigint.
+INT32_MAX = 2**31 - 1
+
+
+class ConfigError(ValueError):
+    """The environment holds a missing or bad setting; the message names every one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    database_url: str
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    db_pool_min_size: int = 1
+    db_pool_max_size: int = 10
+    db_command_timeout: float = 5.0  # seconds, for every statement and for opening a connection
+    reviews_max_count: int = 1_000_000  # the largest `count` GET /reviews accepts
+    max_body_bytes: int = 65536
+    log_level: str = "INFO"
+    replica_name: str = ""  # names this process in the X-Replica header; the host name by default
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        env = _Environment(os.environ if environ is None else environ)
+        database_url = env.get("DATABASE_URL", None, _database_url, secret=True)
+        config = cls(
+            database_url=database_url or "",
+            api_host=env.get("API_HOST", "127.0.0.1", str),
+            api_port=env.get("API_PORT", 8000, _bounded_int(1, 65535)),
+            db_pool_min_size=env.get("DB_POOL_MIN_SIZE", 1, _bounded_int(0, 1000)),
+            db_pool_max_size=env.get("DB_POOL_MAX_SIZE", 10, _bounded_int(1, 1000)),
+            db_command_timeout=env.get("DB_COMMAND_TIMEOUT", 5.0, _positive_seconds),
+            reviews_max_count=env.get("REVIEWS_MAX_COUNT", 1_000_000, _bounded_int(1, INT32_MAX)),
+            max_body_bytes=env.get("MAX_BODY_BYTES", 65536, _bounded_int(1024, 2**30)),
+            log_level=env.get("LOG_LEVEL", "INFO", _log_level),
+            replica_name=env.get("REPLICA_NAME", socket.gethostname(), str),
+        )
+        if config.db_pool_min_size > config.db_pool_max_size:
+            env.problems.append(
+                f"DB_POOL_MIN_SIZE ({config.db_pool_min_size}) must not exceed "
+                f"DB_POOL_MAX_SIZE ({config.db_pool_max_size})"
+            )
+        if env.problems:
+            raise ConfigError("invalid configuration: " + "; ".join(env.problems))
+        return config
+
+
+class _Environment:
+    """Reads variables, collecting every problem so one start-up reports them all."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.problems: list[str] = []
+
+    def get(self, name: str, default: T, parse: Callable[[str], T], *, secret: bool = False) -> T:
+        raw = self.environ.get(name, "").strip()
+        if not raw:
+            if default is None:
+                self.problems.append(f"{name} is required")
+            return default
+        try:
+            return parse(raw)
+        except ValueError as error:
+            shown = name if secret else f"{name}={raw!r}"  # a URL may hold a password: never echo it
+            self.problems.append(f"{shown} is invalid: {error}")
+            return default
+
+
+def _database_url(raw: str) -> str:
+    if urlsplit(raw).scheme not in ("postgres", "postgresql"):
+        raise ValueError("must be a postgresql:// URL")
+    return raw
+
+
+def _bounded_int(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 12 or not low <= int(raw) <= high:
+            raise ValueError(f"must be an integer from {low} to {high}")
+        return int(raw)
+
+    return parse
+
+
+def _positive_seconds(raw: str) -> float:
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds <= 3600:  # also false for nan
+        raise ValueError("must be a number of seconds above 0 and at most 3600")
+    return seconds
+
+
+def _log_level(raw: str) -> str:
+    if raw.upper() not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+    return raw.upper()

@@ -1,0 +1,119 @@
+"""Domain errors, and the one middleware that turns every failure into the contract's JSON error."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import asyncpg
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    field: str
+    message: str
+
+
+class DomainError(Exception):
+    status = 500
+
+    def __init__(self, message: str, details: Iterable[FieldError] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = tuple(details)
+
+
+class InvalidInput(DomainError):
+    """One or more inputs broke their rules; `details` lists every one."""
+
+    status = 422
+
+    def __init__(self, details: Iterable[FieldError]) -> None:
+        details = tuple(details)
+        # "invalid product_id provided", as the hosted API said, naming every field that broke a rule.
+        fields = dict.fromkeys(re.split(r"[.\[]", detail.field, maxsplit=1)[0] for detail in details)
+        super().__init__(f"invalid {', '.join(fields) or 'input'} provided", details)
+
+
+class MalformedBody(DomainError):
+    status = 400
+
+    def __init__(self) -> None:
+        super().__init__("body must be a JSON object")
+
+
+class ReviewNotFound(DomainError):
+    status = 404
+
+    def __init__(self, review_id: int | str) -> None:
+        super().__init__("review not found")
+        self.review_id = review_id
+
+
+# What a lost or unreachable database raises. TimeoutError (connect and command timeouts),
+# ConnectionRefusedError and FileNotFoundError (a Unix socket that is gone) are OSErrors. The Postgres
+# classes: 08 connection exception, 53 insufficient resources (too many connections), 57 operator
+# intervention (shutdown, restart, statement cancelled).
+DATABASE_UNAVAILABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.OperatorInterventionError,
+)
+
+_HTTP_ERROR_MESSAGES = {
+    400: "bad request",
+    404: "not found",
+    405: "method not allowed",
+    413: "request body too large",
+}
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def json_error(
+    status: int, message: str, details: Iterable[FieldError] = (), headers: Mapping[str, str] | None = None
+) -> web.Response:
+    body = {"error": message, "details": [{"field": d.field, "message": d.message} for d in details]}
+    return web.Response(
+        status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except DomainError as error:
+        return json_error(error.status, error.message, error.details)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        message = _HTTP_ERROR_MESSAGES.get(error.status, error.reason.lower())
+        headers = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else {}
+        return json_error(error.status, message, headers=headers)
+    except DATABASE_UNAVAILABLE as error:
+        request_id = _request_id(request)
+        log.warning(
+            "database unavailable: %s %s request_id=%s: %r", request.method, request.path, request_id, error
+        )
+        return json_error(
+            503, "database unavailable", headers={"Retry-After": "1", "X-Request-Id": request_id}
+        )
+    except Exception:
+        request_id = _request_id(request)
+        log.exception("unexpected error: %s %s request_id=%s", request.method, request.path, request_id)
+        return json_error(500, "internal server error", headers={"X-Request-Id": request_id})
+
+
+def _request_id(request: web.Request) -> str:
+    """The caller's X-Request-Id when it is a plain token (it goes back in a header), else a new one."""
+    given = request.headers.get("X-Request-Id", "")
+    return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex

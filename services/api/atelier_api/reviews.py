@@ -1,0 +1,221 @@
+"""The reviews data layer: each statement a named constant next to the function that runs it.
+
+Functions take the pool, return values in the contract's shape and raise domain errors. No statement
+selects `reviewer_email`: it is stored, never returned.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from atelier_api.errors import ReviewNotFound
+from atelier_api.review_draft import ReviewDraft
+from atelier_api.validation import ReviewsQuery, Sort
+
+Json = dict[str, Any]
+
+_REVIEW_COLUMNS = "id, rating, summary, recommend, response, body, date, reviewer_name, helpfulness"
+
+# `relevant`: (1 + helpfulness) decayed with a one-year half-life, i.e. log2(1 + helpfulness) plus the
+# review's age in Julian years (31557600 s). Each doubling of helpful votes is worth one year of
+# recency. The score needs no clock, so a page stays put between requests.
+RELEVANCE = "ln(helpfulness + 1::float8) / ln(2::float8) + extract(epoch FROM date)::float8 / 31557600"
+
+# Every order ends in id DESC so that ties never move between pages.
+_ORDER_BY = {
+    Sort.NEWEST: "date DESC, id DESC",
+    Sort.HELPFUL: "helpfulness DESC, date DESC, id DESC",
+    Sort.RELEVANT: f"{RELEVANCE} DESC, id DESC",
+}
+LIST_REVIEWS = {
+    sort: f"""
+        SELECT {_REVIEW_COLUMNS}
+        FROM reviews
+        WHERE product_id = $1 AND NOT reported
+        ORDER BY {order}
+        LIMIT $2 OFFSET $3
+    """
+    for sort, order in _ORDER_BY.items()
+}
+
+GET_REVIEW = f"SELECT {_REVIEW_COLUMNS} FROM reviews WHERE id = $1 AND NOT reported"
+
+LIST_PHOTOS = "SELECT id, review_id, url FROM reviews_photos WHERE review_id = any($1::bigint[]) ORDER BY id"
+
+COUNT_RATINGS = """
+    SELECT rating, recommend, count(*) AS reviews
+    FROM reviews
+    WHERE product_id = $1 AND NOT reported
+    GROUP BY rating, recommend
+    ORDER BY rating
+"""
+
+# The response is keyed by name, so when two characteristics of a product share one (the export has
+# such products) the lowest id wins. round(..., 16) prints exactly 16 decimals whatever the mean;
+# avg() alone prints 20 when the mean is a whole number.
+CHARACTERISTIC_MEANS = """
+    SELECT name, id, value
+    FROM (
+        SELECT DISTINCT ON (c.name)
+            c.name,
+            c.id,
+            (SELECT round(avg(cr.value), 16)::text
+             FROM characteristic_reviews AS cr
+             JOIN reviews AS r ON r.id = cr.review_id
+             WHERE cr.characteristic_id = c.id AND NOT r.reported) AS value
+        FROM characteristics AS c
+        WHERE c.product_id = $1
+        ORDER BY c.name, c.id
+    ) AS named
+    ORDER BY id
+"""
+
+# A product is known when it has characteristics or reviews (reported ones too).
+KNOWN_PRODUCT = """
+    SELECT
+        EXISTS (SELECT 1 FROM reviews WHERE product_id = $1) AS has_reviews,
+        ARRAY(SELECT id FROM characteristics WHERE product_id = $1) AS characteristic_ids
+"""
+
+INSERT_REVIEW = """
+    INSERT INTO reviews (product_id, rating, date, summary, body, recommend, reviewer_name, reviewer_email)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    RETURNING id
+"""
+
+# WITH ORDINALITY keeps the photos' ids in the order they were given, the order GET lists them in.
+INSERT_PHOTOS = """
+    INSERT INTO reviews_photos (review_id, url)
+    SELECT $1, url FROM unnest($2::text[]) WITH ORDINALITY AS given (url, position)
+    ORDER BY position
+"""
+
+INSERT_CHARACTERISTIC_RATINGS = """
+    INSERT INTO characteristic_reviews (characteristic_id, review_id, value)
+    SELECT characteristic_id, $1, value
+    FROM unnest($2::bigint[], $3::smallint[]) AS given (characteristic_id, value)
+"""
+
+# Saturates at the column's maximum rather than failing the request.
+MARK_HELPFUL = """
+    UPDATE reviews SET helpfulness = helpfulness + (helpfulness < 2147483647)::int
+    WHERE id = $1
+    RETURNING id
+"""
+
+# Idempotent: reporting a reported review matches the row and changes nothing.
+REPORT = "UPDATE reviews SET reported = true WHERE id = $1 RETURNING id"
+
+
+async def list_reviews(pool: asyncpg.Pool, query: ReviewsQuery) -> list[Json]:
+    offset = (query.page - 1) * query.count
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(LIST_REVIEWS[query.sort], query.product_id, query.count, offset)
+        photos = await _photos(conn, [row["id"] for row in rows])
+    return [_review(row, photos[row["id"]]) for row in rows]
+
+
+async def get_review(pool: asyncpg.Pool, review_id: int) -> Json:
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(GET_REVIEW, review_id)
+        if row is None:
+            raise ReviewNotFound(review_id)
+        photos = await _photos(conn, [review_id])
+    return _review(row, photos[review_id])
+
+
+async def product_meta(pool: asyncpg.Pool, product_id: int) -> Json:
+    async with pool.acquire() as conn:
+        # One snapshot, so the counts and the means describe the same set of reviews.
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            counts = await conn.fetch(COUNT_RATINGS, product_id)
+            means = await conn.fetch(CHARACTERISTIC_MEANS, product_id)
+    ratings: dict[str, int] = defaultdict(int)
+    recommended: dict[str, int] = {}
+    if counts:  # both keys whenever there is a review: a missing one made widgets show "NaN%"
+        recommended = {"false": 0, "true": 0}
+    for row in counts:
+        ratings[str(row["rating"])] += row["reviews"]
+        recommended["true" if row["recommend"] else "false"] += row["reviews"]
+    return {
+        "product_id": str(product_id),
+        "ratings": {stars: str(n) for stars, n in ratings.items()},
+        "recommended": {key: str(n) for key, n in recommended.items()},
+        "characteristics": {row["name"]: {"id": row["id"], "value": row["value"]} for row in means},
+    }
+
+
+async def create_review(pool: asyncpg.Pool, draft: ReviewDraft, date: datetime) -> int:
+    """Store a review, its photos and its characteristic ratings in one transaction; return its id.
+
+    Raises InvalidInput listing every broken rule, those of the body and those the database decides.
+    """
+    if draft.product_id is None:  # nothing to look up: report the body's errors without a round trip
+        draft.complete(product_known=False, product_characteristic_ids=())
+    async with pool.acquire() as conn, conn.transaction():
+        known = await conn.fetchrow(KNOWN_PRODUCT, draft.product_id)
+        review = draft.complete(
+            product_known=known["has_reviews"] or bool(known["characteristic_ids"]),
+            product_characteristic_ids=frozenset(known["characteristic_ids"]),
+        )
+        review_id: int = await conn.fetchval(
+            INSERT_REVIEW,
+            review.product_id,
+            review.rating,
+            date,
+            review.summary,
+            review.body,
+            review.recommend,
+            review.name,
+            review.email,
+        )
+        if review.photos:
+            await conn.execute(INSERT_PHOTOS, review_id, review.photos)
+        if review.characteristics:
+            characteristic_ids, values = zip(*review.characteristics, strict=True)
+            await conn.execute(INSERT_CHARACTERISTIC_RATINGS, review_id, characteristic_ids, values)
+    return review_id
+
+
+async def mark_helpful(pool: asyncpg.Pool, review_id: int) -> None:
+    if await pool.fetchval(MARK_HELPFUL, review_id) is None:
+        raise ReviewNotFound(review_id)
+
+
+async def report(pool: asyncpg.Pool, review_id: int) -> None:
+    if await pool.fetchval(REPORT, review_id) is None:
+        raise ReviewNotFound(review_id)
+
+
+async def _photos(conn: asyncpg.Connection, review_ids: Sequence[int]) -> dict[int, list[Json]]:
+    photos: dict[int, list[Json]] = defaultdict(list)
+    if review_ids:
+        for row in await conn.fetch(LIST_PHOTOS, review_ids):
+            photos[row["review_id"]].append({"id": row["id"], "url": row["url"]})
+    return photos
+
+
+def _review(row: asyncpg.Record, photos: list[Json]) -> Json:
+    return {
+        "review_id": row["id"],
+        "rating": row["rating"],
+        "summary": row["summary"],
+        "recommend": row["recommend"],
+        "response": row["response"],
+        "body": row["body"],
+        "date": _iso_date(row["date"]),
+        "reviewer_name": row["reviewer_name"],
+        "helpfulness": row["helpfulness"],
+        "photos": photos,
+    }
+
+
+def _iso_date(date: datetime) -> str:
+    """UTC with milliseconds and Z, as JavaScript's Date.toISOString() prints it."""
+    utc = date.astimezone(UTC)
+    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"

@@ -1,0 +1,26 @@
+"""The route table. Real clients call both /reviews and /reviews/ (and /meta, /meta/): both are
+registered, since a redirect would turn a POST into a GET in some clients."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from atelier_api import handlers
+
+# Digits only: anything else is no review (404). Not \d, which also matches other scripts' digits.
+REVIEW = "/reviews/{review_id:[0-9]+}"
+
+routes = [
+    web.get("/healthz", handlers.healthz),
+    web.get("/reviews", handlers.list_reviews),
+    web.get("/reviews/", handlers.list_reviews),
+    web.post("/reviews", handlers.create_review),
+    web.post("/reviews/", handlers.create_review),
+    web.get("/reviews/meta", handlers.product_meta),
+    web.get("/reviews/meta/", handlers.product_meta),
+    web.get(REVIEW, handlers.get_review),
+    web.put(f"{REVIEW}/helpful", handlers.mark_helpful),
+    web.put(f"{REVIEW}/helpful/", handlers.mark_helpful),
+    web.put(f"{REVIEW}/report", handlers.report_review),
+    web.put(f"{REVIEW}/report/", handlers.report_review),
+]

@@ -1,0 +1,63 @@
+"""The API suite's database (one per session, schema applied once) and a client on a fresh app per test."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
+
+from atelier_api.app import create_app
+from atelier_api.config import Config
+from atelier_etl.schema import apply_schema
+
+# The clock every test app stamps new reviews with.
+NOW = datetime(2024, 5, 1, 12, 30, 45, 678901, tzinfo=UTC)
+NOW_JSON = "2024-05-01T12:30:45.678Z"
+
+TABLES = "reviews, reviews_photos, characteristics, characteristic_reviews"
+
+
+async def _apply_schema(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await apply_schema(conn)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def database_url(make_database: Callable[[str], str]) -> str:
+    url = make_database("api")
+    with ThreadPoolExecutor(max_workers=1) as pool:  # no event loop of our own at session scope
+        pool.submit(asyncio.run, _apply_schema(url)).result()
+    return url
+
+
+@pytest.fixture
+def config(database_url: str) -> Config:
+    return Config(database_url=database_url, db_pool_min_size=1, db_pool_max_size=4)
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the suite's database, emptied (ids restarted) before the test."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def client(
+    db: asyncpg.Connection, config: Config, aiohttp_client: AiohttpClient
+) -> TestClient[web.Request, web.Application]:
+    return await aiohttp_client(create_app(config, clock=lambda: NOW))

@@ -1,0 +1,105 @@
+"""Small factories that insert rows directly, as the loader would; each returns the new row's id.
+
+Ids come from the tables' identity sequences unless given; after giving ids, `advance_sequences` moves
+the sequences past them, as the loader does after a load.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import asyncpg
+
+DEFAULT_DATE = datetime(2021, 3, 4, 5, 6, 7, 890000, tzinfo=UTC)
+DEFAULT_BODY = "A long enough review body that says something about the product at hand."
+
+
+async def characteristic(
+    conn: asyncpg.Connection, product_id: int, name: str = "Quality", *, id: int | None = None
+) -> int:
+    return await conn.fetchval(  # type: ignore[no-any-return]
+        """
+        INSERT INTO characteristics (id, product_id, name)
+        VALUES (coalesce($1, nextval(pg_get_serial_sequence('characteristics', 'id'))), $2, $3)
+        RETURNING id
+        """,
+        id,
+        product_id,
+        name,
+    )
+
+
+async def review(
+    conn: asyncpg.Connection,
+    product_id: int,
+    *,
+    id: int | None = None,
+    rating: int = 5,
+    date: datetime = DEFAULT_DATE,
+    summary: str = "Great shades",
+    body: str = DEFAULT_BODY,
+    recommend: bool = True,
+    reported: bool = False,
+    reviewer_name: str = "shortandsweeet",
+    reviewer_email: str = "secret.reviewer@example.com",
+    response: str | None = None,
+    helpfulness: int = 0,
+) -> int:
+    return await conn.fetchval(  # type: ignore[no-any-return]
+        """
+        INSERT INTO reviews (id, product_id, rating, date, summary, body, recommend, reported,
+                             reviewer_name, reviewer_email, response, helpfulness)
+        VALUES (coalesce($1, nextval(pg_get_serial_sequence('reviews', 'id'))),
+                $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+        RETURNING id
+        """,
+        id,
+        product_id,
+        rating,
+        date,
+        summary,
+        body,
+        recommend,
+        reported,
+        reviewer_name,
+        reviewer_email,
+        response,
+        helpfulness,
+    )
+
+
+async def photo(conn: asyncpg.Connection, review_id: int, url: str, *, id: int | None = None) -> int:
+    return await conn.fetchval(  # type: ignore[no-any-return]
+        """
+        INSERT INTO reviews_photos (id, review_id, url)
+        VALUES (coalesce($1, nextval(pg_get_serial_sequence('reviews_photos', 'id'))), $2, $3)
+        RETURNING id
+        """,
+        id,
+        review_id,
+        url,
+    )
+
+
+async def characteristic_rating(
+    conn: asyncpg.Connection, characteristic_id: int, review_id: int, value: int
+) -> int:
+    return await conn.fetchval(  # type: ignore[no-any-return]
+        """
+        INSERT INTO characteristic_reviews (characteristic_id, review_id, value)
+        VALUES ($1, $2, $3)
+        RETURNING id
+        """,
+        characteristic_id,
+        review_id,
+        value,
+    )
+
+
+async def advance_sequences(conn: asyncpg.Connection) -> None:
+    """Move every identity sequence past the largest id in its table, as the loader does."""
+    for table in ("reviews", "reviews_photos", "characteristics", "characteristic_reviews"):
+        await conn.execute(
+            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), coalesce(max(id), 0) + 1, false) "
+            f"FROM {table}"
+        )
