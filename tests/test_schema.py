@@ -23,22 +23,39 @@ def test_files_apply_in_init_order():
 
 
 async def test_tables_keys_and_indexes_exist(conn):
-    tables = {r["relname"] for r in await conn.fetch("SELECT relname FROM pg_class WHERE relkind = 'r' "
-                                                      "AND relnamespace = 'public'::regnamespace")}
+    tables = {
+        r["relname"]
+        for r in await conn.fetch(
+            "SELECT relname FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace"
+        )
+    }
     assert tables == {"reviews", "reviews_photos", "characteristics", "characteristic_reviews"}
-    constraints = {r["conname"] for r in await conn.fetch("SELECT conname FROM pg_constraint "
-                                                           "WHERE contype IN ('p', 'f')")}
-    assert {"reviews_pkey", "reviews_photos_review_fkey", "characteristic_reviews_review_fkey",
-            "characteristic_reviews_characteristic_fkey"} <= constraints
+    constraints = {
+        r["conname"]
+        for r in await conn.fetch("SELECT conname FROM pg_constraint WHERE contype IN ('p', 'f')")
+    }
+    assert {
+        "reviews_pkey",
+        "reviews_photos_review_fkey",
+        "characteristic_reviews_review_fkey",
+        "characteristic_reviews_characteristic_fkey",
+    } <= constraints
 
 
 async def insert_review(conn, **overrides) -> int:
-    row = {"product_id": 1, "rating": 5, "body": "b" * 50, "recommend": True,
-           "reviewer_name": "n", "reviewer_email": "n@example.com"} | overrides
+    row = {
+        "product_id": 1,
+        "rating": 5,
+        "body": "b" * 50,
+        "recommend": True,
+        "reviewer_name": "n",
+        "reviewer_email": "n@example.com",
+    } | overrides
     columns = ", ".join(row)
     placeholders = ", ".join(f"${i}" for i in range(1, len(row) + 1))
-    return await conn.fetchval(f"INSERT INTO reviews ({columns}) VALUES ({placeholders}) RETURNING id",
-                               *row.values())
+    return await conn.fetchval(
+        f"INSERT INTO reviews ({columns}) VALUES ({placeholders}) RETURNING id", *row.values()
+    )
 
 
 @pytest.mark.parametrize("rating", [0, 6])
@@ -50,10 +67,14 @@ async def test_rating_outside_1_to_5_is_refused(conn, rating):
 async def test_characteristic_value_outside_1_to_5_is_refused(conn):
     review_id = await insert_review(conn)
     characteristic_id = await conn.fetchval(
-        "INSERT INTO characteristics (product_id, name) VALUES (1, 'Fit') RETURNING id")
+        "INSERT INTO characteristics (product_id, name) VALUES (1, 'Fit') RETURNING id"
+    )
     with pytest.raises(asyncpg.CheckViolationError):
-        await conn.execute("INSERT INTO characteristic_reviews (characteristic_id, review_id, value) "
-                           "VALUES ($1, $2, 6)", characteristic_id, review_id)
+        await conn.execute(
+            "INSERT INTO characteristic_reviews (characteristic_id, review_id, value) VALUES ($1, $2, 6)",
+            characteristic_id,
+            review_id,
+        )
 
 
 async def test_photo_of_a_missing_review_is_refused(conn):

@@ -1,0 +1,42 @@
+# The two commands: `make up` (the whole stack as local processes) and `make test` (the whole suite).
+# Everything runs from .venv, which the first target that needs it creates (scripts/bootstrap.sh).
+
+SHELL := /bin/bash
+PY := .venv/bin/python
+export PYTHONDONTWRITEBYTECODE := 1
+
+# Settings: .env when present (see .env.example), exported to every command.
+-include .env
+export
+
+.PHONY: up down test lint format load install nginx help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+install:  ## create .venv and install the services and dev tools
+	@scripts/bootstrap.sh
+
+nginx:  ## make sure nginx is installed (apt as root, else says what to install)
+	@scripts/ensure-nginx.sh
+
+up: install nginx  ## embedded Postgres + sample data + 3 API replicas behind nginx on :8080 (Ctrl-C stops)
+	@$(PY) scripts/stack.py up
+
+down:  ## stop a local stack started by `make up` in another terminal
+	@$(PY) scripts/stack.py down
+
+test: install nginx  ## the whole test suite (container tests skip when no engine answers)
+	@$(PY) -m pytest
+
+lint: install  ## ruff (lint + format check) and mypy
+	@.venv/bin/ruff check .
+	@.venv/bin/ruff format --check .
+	@.venv/bin/mypy
+
+format: install  ## apply ruff's fixes and formatting
+	@.venv/bin/ruff check --fix .
+	@.venv/bin/ruff format .
+
+load: install  ## full-scale export (~1M products) generated into .data/full and loaded
+	@$(PY) scripts/stack.py load-full

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Creates .venv and installs both services (editable) with the development tools.
+# Re-runs pip only when a pyproject.toml changed. On Debian/Ubuntu, `python3 -m venv` needs the
+# python3-venv package: installed here when missing and we are root, otherwise we say what to run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || {
+  echo "error: Python 3.11 or newer is needed as '$PYTHON' (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
+
+if [ ! -x .venv/bin/python ]; then
+  if ! "$PYTHON" -m venv .venv 2>/dev/null; then
+    rm -rf .venv
+    venv_pkg="python3-venv"
+    ver=$("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      echo "installing ${venv_pkg} (python${ver}-venv) with apt-get" >&2
+      apt-get update -qq >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "python${ver}-venv" >/dev/null 2>&1 \
+        || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$venv_pkg" >/dev/null
+      "$PYTHON" -m venv .venv
+    else
+      echo "error: '$PYTHON -m venv' failed; install the venv module first: sudo apt-get install python${ver}-venv" >&2
+      exit 1
+    fi
+  fi
+fi
+
+stamp=.venv/.installed
+if [ ! -f "$stamp" ] || [ -n "$(find pyproject.toml services/*/pyproject.toml -newer "$stamp" 2>/dev/null)" ]; then
+  echo "installing Python packages into .venv" >&2
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e services/api -e services/etl -e '.[dev]'
+  touch "$stamp"
+fi

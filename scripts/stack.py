@@ -1,0 +1,257 @@
+"""The whole service as local processes, no container engine: what `make up` runs.
+
+    python scripts/stack.py up          # Postgres, sample data, N API replicas, nginx on :8080; Ctrl-C stops
+    python scripts/stack.py down        # stop a stack started by `up` in another terminal
+    python scripts/stack.py load-full   # generate the full-scale export and load it
+
+PostgreSQL is `DATABASE_URL` when set, otherwise an embedded server (the `pgserver` package) whose data
+lives in $DATA_DIR/pg. The stack runs the same programs the images run: `atelier-generate`,
+`atelier-load`, `atelier-api`, and nginx with services/nginx/templates/default.conf.template.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the virtualenv's bin, where the services' console scripts are
+NGINX_DIR = ROOT / "services" / "nginx"
+
+
+def setting(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+DATA_DIR = (ROOT / setting("DATA_DIR", ".data")).resolve()
+RUN_DIR = DATA_DIR / "run"
+PID_FILE = RUN_DIR / "stack.pid"
+
+
+def log(message: str) -> None:
+    print(f"stack: {message}", flush=True)
+
+
+@contextmanager
+def database() -> Iterator[str]:
+    """DATABASE_URL, or an embedded PostgreSQL for as long as the stack runs."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        log("using DATABASE_URL")
+        yield url
+        return
+    import pgserver
+
+    pgdata = DATA_DIR / "pg"
+    pgdata.mkdir(parents=True, exist_ok=True)
+    log(f"starting embedded PostgreSQL in {pgdata}")
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    try:
+        yield server.get_uri()
+    finally:
+        log("stopping embedded PostgreSQL")
+        server.cleanup()
+
+
+def run(args: list[str | Path], env: dict[str, str]) -> None:
+    result = subprocess.run([str(a) for a in args], env=env, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"stack: {Path(args[0]).name} failed with exit code {result.returncode}")
+
+
+def generate(out: Path, products: int, env: dict[str, str]) -> None:
+    manifest = out / "manifest.json"
+    if manifest.exists() and f'"products": {products},' in manifest.read_text():
+        log(f"sample export of {products} products already in {out}")
+        return
+    log(f"generating a sample export of {products} products into {out}")
+    run([BIN / "atelier-generate", "--out", out, "--products", str(products)], env)
+
+
+def nginx_binary() -> str:
+    found = os.environ.get("NGINX_BIN") or shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(found).exists():
+        raise SystemExit(
+            "stack: nginx is not installed; run `make nginx` (or: sudo apt-get install nginx-light)"
+        )
+    return found
+
+
+def envsubst(template: str, values: dict[str, str]) -> str:
+    """What the nginx image's envsubst step does: fill in ${NAME}; nginx's own $name stays as it is."""
+
+    def value(match: re.Match[str]) -> str:
+        if match[1] not in values:
+            raise SystemExit(f"stack: the nginx template uses ${{{match[1]}}}, which the stack does not set")
+        return values[match[1]]
+
+    return re.sub(r"\$\{([A-Z][A-Z0-9_]*)\}", value, template)
+
+
+def render_nginx(prefix: Path, ports: list[int], http_port: int) -> None:
+    """The shared server template, plus a local main config, into nginx's prefix folder."""
+    for sub in ("conf.d", "logs", "tmp"):
+        (prefix / sub).mkdir(parents=True, exist_ok=True)
+    values = {
+        "NGINX_PORT": str(http_port),
+        "API_UPSTREAM_SERVERS": " ".join(
+            f"server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;" for port in ports
+        ),
+        "NGINX_RATE_LIMIT": setting("NGINX_RATE_LIMIT", "1000r/s"),
+        "NGINX_RATE_BURST": setting("NGINX_RATE_BURST", "2000"),
+        "NGINX_ACCESS_LOG": str(prefix / "logs" / "access.log"),
+        "NGINX_WORKERS": setting("NGINX_WORKERS", "auto"),
+        "NGINX_MIME_TYPES": setting("NGINX_MIME_TYPES", "/etc/nginx/mime.types"),
+    }
+    server = (NGINX_DIR / "templates" / "default.conf.template").read_text()
+    (prefix / "conf.d" / "default.conf").write_text(envsubst(server, values))
+    (prefix / "nginx.conf").write_text(envsubst((NGINX_DIR / "nginx.local.conf").read_text(), values))
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"stack: {what} exited with code {process.returncode} while starting")
+        with suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"stack: {what} did not open port {port} within {timeout:.0f} s")
+
+
+def interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def start(name: str, command: list[str], env: dict[str, str]) -> tuple[str, subprocess.Popen[bytes]]:
+    # A session of its own: Ctrl-C reaches only this script, which then stops the children in order.
+    return name, subprocess.Popen(command, env=env, start_new_session=True)
+
+
+def stop_all(processes: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+    """Stop in reverse start order: nginx first, so no request reaches a replica that is going away."""
+    for name, process in reversed(processes):
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            log(f"{name} did not stop in time; killing it")
+            process.kill()
+            process.wait()
+
+
+def up() -> None:
+    replicas = int(setting("API_REPLICAS", "3"))
+    base_port = int(setting("API_BASE_PORT", "8001"))
+    http_port = int(setting("HTTP_PORT", "8080"))
+    products = int(setting("SAMPLE_PRODUCTS", "1000"))
+    nginx = nginx_binary()
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    if PID_FILE.exists():
+        with suppress(ValueError, ProcessLookupError, PermissionError):
+            os.kill(int(PID_FILE.read_text()), 0)
+            raise SystemExit(
+                f"stack: already running (pid {PID_FILE.read_text().strip()}); `make down` stops it"
+            )
+    PID_FILE.write_text(str(os.getpid()))
+
+    signal.signal(signal.SIGTERM, interrupt)  # `make down` stops the stack the way Ctrl-C does
+    processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+    try:
+        with database() as url:
+            env = os.environ | {"DATABASE_URL": url}
+            sample = DATA_DIR / "sample"
+            generate(sample, products, env)
+            log("loading the sample export")
+            run([BIN / "atelier-load", "--data", sample], env)
+
+            ports = [base_port + i for i in range(replicas)]
+            for i, port in enumerate(ports, start=1):
+                replica_env = env | {
+                    "API_HOST": "127.0.0.1",
+                    "API_PORT": str(port),
+                    "REPLICA_NAME": f"api-{i}",
+                }
+                processes.append(start(f"api-{i}", [str(BIN / "atelier-api")], replica_env))
+            for (name, process), port in zip(processes, ports, strict=True):
+                wait_for_port(port, process, name)
+
+            prefix = RUN_DIR / "nginx"
+            render_nginx(prefix, ports, http_port)
+            command = [nginx, "-p", str(prefix), "-c", "nginx.conf", "-g", "daemon off;"]
+            check = subprocess.run([*command, "-t"], capture_output=True, text=True, check=False)
+            if check.returncode != 0:
+                raise SystemExit(f"stack: nginx refused its configuration:\n{check.stderr}")
+            processes.append(start("nginx", command, env))
+            wait_for_port(http_port, processes[-1][1], "nginx")
+
+            base = f"http://localhost:{http_port}"
+            log(f"ready: {replicas} API replicas behind nginx on {base}  (Ctrl-C stops everything)")
+            print(
+                f"\n  curl '{base}/reviews?product_id=1&sort=newest&count=2'\n"
+                f"  curl '{base}/reviews/meta?product_id=1'\n",
+                flush=True,
+            )
+            while True:
+                for name, process in processes:
+                    if process.poll() is not None:
+                        raise SystemExit(f"stack: {name} exited with code {process.returncode}; stopping")
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        log("stopping")
+    finally:
+        stop_all(processes)
+        PID_FILE.unlink(missing_ok=True)
+        log("stopped")
+
+
+def down() -> None:
+    if not PID_FILE.exists():
+        log("no local stack is running")
+        return
+    pid = int(PID_FILE.read_text())
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        PID_FILE.unlink(missing_ok=True)
+        log("no local stack is running (removed a stale pid file)")
+        return
+    for _ in range(300):
+        with suppress(ProcessLookupError):
+            os.kill(pid, 0)
+            time.sleep(0.1)
+            continue
+        break
+    log("stopped")
+
+
+def load_full() -> None:
+    with database() as url:
+        env = os.environ | {"DATABASE_URL": url}
+        out = DATA_DIR / "full"
+        generate(out, int(setting("FULL_PRODUCTS", "1000011")), env)
+        run([BIN / "atelier-load", "--data", out], env)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("command", choices=["up", "down", "load-full"])
+    command = parser.parse_args().command
+    {"up": up, "down": down, "load-full": load_full}[command]()
+
+
+if __name__ == "__main__":
+    main()

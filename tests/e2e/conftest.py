@@ -1,0 +1,91 @@
+"""The local stack for end-to-end tests: the real CLIs load a generated export into a fresh database,
+three real API processes serve it, and a real nginx, rendered from the project's own template by the
+same code `make up` uses, balances them."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import stack  # noqa: E402  (scripts/stack.py: the local stack behind `make up`)
+
+BIN = Path(sys.executable).parent
+SAMPLE_PRODUCTS = 300
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LocalStack:
+    url: str
+    database_url: str
+    data_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    replicas: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    replica_ports: dict[str, int] = field(default_factory=dict)
+
+    def manifest(self) -> dict:
+        return json.loads((self.data_dir / "manifest.json").read_text())
+
+    def start_replica(self, name: str, port: int) -> None:
+        replica_env = self.env | {"API_HOST": "127.0.0.1", "API_PORT": str(port), "REPLICA_NAME": name}
+        self.replicas[name] = stack.start(name, [str(BIN / "atelier-api")], replica_env)[1]
+        self.replica_ports[name] = port
+
+    def wait_for_replicas(self) -> None:
+        for name, port in self.replica_ports.items():
+            stack.wait_for_port(port, self.replicas[name], name)
+
+
+@pytest.fixture(scope="session")
+def local_stack(make_database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    try:
+        nginx = stack.nginx_binary()
+    except SystemExit as missing:
+        pytest.fail(f"{missing} (make test installs it: scripts/ensure-nginx.sh)")
+    database_url = make_database("e2e")
+    data_dir = tmp_path_factory.mktemp("export")
+    env = os.environ | {"DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"}
+    subprocess.run(
+        [BIN / "atelier-generate", "--out", data_dir, "--products", str(SAMPLE_PRODUCTS), "--no-progress"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [BIN / "atelier-load", "--data", data_dir, "--no-progress"], env=env, check=True, capture_output=True
+    )
+
+    running = LocalStack(url="", database_url=database_url, data_dir=data_dir, env=env)
+    balancer: list[tuple[str, subprocess.Popen[bytes]]] = []
+    try:
+        for i in (1, 2, 3):
+            running.start_replica(f"api-{i}", free_port())
+        running.wait_for_replicas()
+
+        prefix = tmp_path_factory.mktemp("nginx")
+        http_port = free_port()
+        stack.render_nginx(prefix, list(running.replica_ports.values()), http_port)
+        balancer.append(
+            stack.start("nginx", [nginx, "-p", str(prefix), "-c", "nginx.conf", "-g", "daemon off;"], env)
+        )
+        stack.wait_for_port(http_port, balancer[0][1], "nginx")
+        running.url = f"http://127.0.0.1:{http_port}"
+        yield running
+    finally:
+        stack.stop_all(list(running.replicas.items()) + balancer)
