@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -50,12 +51,14 @@ def database() -> Iterator[str]:
         log("using DATABASE_URL")
         yield url
         return
-    import pgserver
-
     pgdata = DATA_DIR / "pg"
     pgdata.mkdir(parents=True, exist_ok=True)
     log(f"starting embedded PostgreSQL in {pgdata}")
-    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset: nothing to act on
+        warnings.simplefilter("ignore")
+        import pgserver
+
+        server = pgserver.get_server(pgdata, cleanup_mode="stop")
     try:
         yield server.get_uri()
     finally:
@@ -151,12 +154,59 @@ def stop_all(processes: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
             process.wait()
 
 
-def up() -> None:
+@contextmanager
+def supervised() -> Iterator[list[tuple[str, subprocess.Popen[bytes]]]]:
+    """The stack's child processes, stopped (in reverse start order) however the block ends."""
+    processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+    try:
+        yield processes
+    finally:
+        stop_all(processes)
+
+
+def serve(url: str, processes: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+    """Load the sample, start the replicas and nginx, then watch them until interrupted."""
     replicas = int(setting("API_REPLICAS", "3"))
     base_port = int(setting("API_BASE_PORT", "8001"))
     http_port = int(setting("HTTP_PORT", "8080"))
-    products = int(setting("SAMPLE_PRODUCTS", "1000"))
     nginx = nginx_binary()
+    env = os.environ | {"DATABASE_URL": url}
+    sample = DATA_DIR / "sample"
+    generate(sample, int(setting("SAMPLE_PRODUCTS", "1000")), env)
+    log("loading the sample export")
+    run([BIN / "atelier-load", "--data", sample], env)
+
+    ports = [base_port + i for i in range(replicas)]
+    for i, port in enumerate(ports, start=1):
+        replica_env = env | {"API_HOST": "127.0.0.1", "API_PORT": str(port), "REPLICA_NAME": f"api-{i}"}
+        processes.append(start(f"api-{i}", [str(BIN / "atelier-api")], replica_env))
+    for (name, process), port in zip(processes, ports, strict=True):
+        wait_for_port(port, process, name)
+
+    prefix = RUN_DIR / "nginx"
+    render_nginx(prefix, ports, http_port)
+    command = [nginx, "-p", str(prefix), "-c", "nginx.conf", "-g", "daemon off;"]
+    check = subprocess.run([*command, "-t"], capture_output=True, text=True, check=False)
+    if check.returncode != 0:
+        raise SystemExit(f"stack: nginx refused its configuration:\n{check.stderr}")
+    processes.append(start("nginx", command, env))
+    wait_for_port(http_port, processes[-1][1], "nginx")
+
+    base = f"http://localhost:{http_port}"
+    log(f"ready: {replicas} API replicas behind nginx on {base}  (Ctrl-C stops everything)")
+    print(
+        f"\n  curl '{base}/reviews?product_id=1&sort=newest&count=2'\n"
+        f"  curl '{base}/reviews/meta?product_id=1'\n",
+        flush=True,
+    )
+    while True:
+        for name, process in processes:
+            if process.poll() is not None:
+                raise SystemExit(f"stack: {name} exited with code {process.returncode}; stopping")
+        time.sleep(0.5)
+
+
+def up() -> None:
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     if PID_FILE.exists():
         with suppress(ValueError, ProcessLookupError, PermissionError):
@@ -165,55 +215,18 @@ def up() -> None:
                 f"stack: already running (pid {PID_FILE.read_text().strip()}); `make down` stops it"
             )
     PID_FILE.write_text(str(os.getpid()))
-
-    signal.signal(signal.SIGTERM, interrupt)  # `make down` stops the stack the way Ctrl-C does
-    processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+    # Ctrl-C, and `make down`'s SIGTERM, stop the stack; SIGINT explicitly, since a shell starts
+    # background jobs with it ignored.
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
-        with database() as url:
-            env = os.environ | {"DATABASE_URL": url}
-            sample = DATA_DIR / "sample"
-            generate(sample, products, env)
-            log("loading the sample export")
-            run([BIN / "atelier-load", "--data", sample], env)
-
-            ports = [base_port + i for i in range(replicas)]
-            for i, port in enumerate(ports, start=1):
-                replica_env = env | {
-                    "API_HOST": "127.0.0.1",
-                    "API_PORT": str(port),
-                    "REPLICA_NAME": f"api-{i}",
-                }
-                processes.append(start(f"api-{i}", [str(BIN / "atelier-api")], replica_env))
-            for (name, process), port in zip(processes, ports, strict=True):
-                wait_for_port(port, process, name)
-
-            prefix = RUN_DIR / "nginx"
-            render_nginx(prefix, ports, http_port)
-            command = [nginx, "-p", str(prefix), "-c", "nginx.conf", "-g", "daemon off;"]
-            check = subprocess.run([*command, "-t"], capture_output=True, text=True, check=False)
-            if check.returncode != 0:
-                raise SystemExit(f"stack: nginx refused its configuration:\n{check.stderr}")
-            processes.append(start("nginx", command, env))
-            wait_for_port(http_port, processes[-1][1], "nginx")
-
-            base = f"http://localhost:{http_port}"
-            log(f"ready: {replicas} API replicas behind nginx on {base}  (Ctrl-C stops everything)")
-            print(
-                f"\n  curl '{base}/reviews?product_id=1&sort=newest&count=2'\n"
-                f"  curl '{base}/reviews/meta?product_id=1'\n",
-                flush=True,
-            )
-            while True:
-                for name, process in processes:
-                    if process.poll() is not None:
-                        raise SystemExit(f"stack: {name} exited with code {process.returncode}; stopping")
-                time.sleep(0.5)
+        # Leaving the block stops the processes first, then the database they use.
+        with database() as url, supervised() as processes:
+            serve(url, processes)
     except KeyboardInterrupt:
-        log("stopping")
-    finally:
-        stop_all(processes)
-        PID_FILE.unlink(missing_ok=True)
         log("stopped")
+    finally:
+        PID_FILE.unlink(missing_ok=True)
 
 
 def down() -> None:

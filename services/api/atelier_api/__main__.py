@@ -20,8 +20,15 @@ def main() -> None:
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         # A uvloop loop handed to run_app: same effect as uvloop.install(), which Python 3.12+ deprecates.
+        logging.getLogger("atelier_api").info(
+            "%s serving on http://%s:%d", config.replica_name, config.api_host, config.api_port
+        )
         web.run_app(
-            create_app(config), host=config.api_host, port=config.api_port, loop=uvloop.new_event_loop()
+            create_app(config),
+            host=config.api_host,
+            port=config.api_port,
+            loop=uvloop.new_event_loop(),
+            print=None,
         )
     except DatabaseUnreachable as error:
         sys.exit(f"atelier-api: {error}")
