@@ -9,7 +9,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 -include .env
 export
 
-.PHONY: up down test lint format load install nginx help
+.PHONY: up serve down test lint format load install nginx help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -23,7 +23,10 @@ nginx:  ## make sure nginx is installed (apt as root, else says what to install)
 up: install nginx  ## embedded Postgres + sample data + 3 API replicas behind nginx on :8080 (Ctrl-C stops)
 	@$(PY) scripts/stack.py up
 
-down:  ## stop a local stack started by `make up` in another terminal
+serve: install nginx  ## the same stack, serving what the database already holds (after `make load`)
+	@$(PY) scripts/stack.py serve
+
+down:  ## stop a local stack started by `make up` or `make serve` in another terminal
 	@$(PY) scripts/stack.py down
 
 test: install nginx  ## the whole test suite (container tests skip when no engine answers)
@@ -38,5 +41,5 @@ format: install  ## apply ruff's fixes and formatting
 	@.venv/bin/ruff check --fix .
 	@.venv/bin/ruff format .
 
-load: install  ## full-scale export (~1M products) generated into .data/full and loaded
+load: install  ## full-scale export (~1M products) generated into .data/full and loaded; then `make serve`
 	@$(PY) scripts/stack.py load-full

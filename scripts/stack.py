@@ -1,7 +1,8 @@
 """The whole service as local processes, no container engine: what `make up` runs.
 
     python scripts/stack.py up          # Postgres, sample data, N API replicas, nginx on :8080; Ctrl-C stops
-    python scripts/stack.py down        # stop a stack started by `up` in another terminal
+    python scripts/stack.py serve       # the same, serving what the database already holds (no load)
+    python scripts/stack.py down        # stop a stack started by `up` or `serve` in another terminal
     python scripts/stack.py load-full   # generate the full-scale export and load it
 
 PostgreSQL is `DATABASE_URL` when set, otherwise an embedded server (the `pgserver` package) whose data
@@ -164,17 +165,19 @@ def supervised() -> Iterator[list[tuple[str, subprocess.Popen[bytes]]]]:
         stop_all(processes)
 
 
-def serve(url: str, processes: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
-    """Load the sample, start the replicas and nginx, then watch them until interrupted."""
+def serve(url: str, processes: list[tuple[str, subprocess.Popen[bytes]]], load_sample: bool) -> None:
+    """Load the sample (unless told not to), start the replicas and nginx, then watch them until
+    interrupted."""
     replicas = int(setting("API_REPLICAS", "3"))
     base_port = int(setting("API_BASE_PORT", "8001"))
     http_port = int(setting("HTTP_PORT", "8080"))
     nginx = nginx_binary()
     env = os.environ | {"DATABASE_URL": url}
-    sample = DATA_DIR / "sample"
-    generate(sample, int(setting("SAMPLE_PRODUCTS", "1000")), env)
-    log("loading the sample export")
-    run([BIN / "atelier-load", "--data", sample], env)
+    if load_sample:
+        sample = DATA_DIR / "sample"
+        generate(sample, int(setting("SAMPLE_PRODUCTS", "1000")), env)
+        log("loading the sample export")
+        run([BIN / "atelier-load", "--data", sample], env)
 
     ports = [base_port + i for i in range(replicas)]
     for i, port in enumerate(ports, start=1):
@@ -206,7 +209,7 @@ def serve(url: str, processes: list[tuple[str, subprocess.Popen[bytes]]]) -> Non
         time.sleep(0.5)
 
 
-def up() -> None:
+def up(load_sample: bool = True) -> None:
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     if PID_FILE.exists():
         with suppress(ValueError, ProcessLookupError, PermissionError):
@@ -222,7 +225,7 @@ def up() -> None:
     try:
         # Leaving the block stops the processes first, then the database they use.
         with database() as url, supervised() as processes:
-            serve(url, processes)
+            serve(url, processes, load_sample)
     except KeyboardInterrupt:
         log("stopped")
     finally:
@@ -261,9 +264,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=["up", "down", "load-full"])
+    parser.add_argument("command", choices=["up", "serve", "down", "load-full"])
     command = parser.parse_args().command
-    {"up": up, "down": down, "load-full": load_full}[command]()
+    {"up": up, "serve": lambda: up(load_sample=False), "down": down, "load-full": load_full}[command]()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ same code `make up` uses, balances them."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -38,9 +37,6 @@ class LocalStack:
     env: dict[str, str] = field(default_factory=dict)
     replicas: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     replica_ports: dict[str, int] = field(default_factory=dict)
-
-    def manifest(self) -> dict:
-        return json.loads((self.data_dir / "manifest.json").read_text())
 
     def start_replica(self, name: str, port: int) -> None:
         replica_env = self.env | {"API_HOST": "127.0.0.1", "API_PORT": str(port), "REPLICA_NAME": name}

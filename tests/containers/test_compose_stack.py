@@ -1,0 +1,96 @@
+"""The real thing: compose.yaml built and brought up through testcontainers (PostgreSQL, the one-shot
+ETL, three API replicas, nginx), then the balanced-deployment suite against nginx's published port.
+
+Needs a container engine: .ci/run starts one (../shared/containers/engine-up); anywhere else Docker
+does. Without one these tests skip and say why.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.e2e.balanced import REPLICAS, BalancedDeploymentSuite, Deployment
+from tests.e2e.conftest import free_port
+
+
+def engine_problem() -> str | None:
+    """Why no container engine can be used here, or None when one answers."""
+    if shutil.which("docker") is None:
+        return "no docker CLI on PATH"
+    try:
+        info = subprocess.run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=30
+        )
+    except subprocess.TimeoutExpired:
+        return "the container engine did not answer `docker info` within 30 s"
+    if info.returncode != 0:
+        first_line = (info.stderr.strip().splitlines() or ["no output"])[0]
+        return f"no container engine answers `docker info` ({first_line})"
+    if subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30).returncode != 0:
+        return "the docker compose plugin is missing"
+    return None
+
+
+@pytest.fixture(scope="module")
+def compose(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    problem = engine_problem()
+    if problem:
+        pytest.skip(f"container tests need an engine: {problem}")
+    from testcontainers.compose import DockerCompose
+
+    # An env file of its own: a project name and port that cannot collide with a stack the developer
+    # runs, and none of the developer's .env.
+    env_file = tmp_path_factory.mktemp("compose") / "test.env"
+    env_file.write_text(
+        f"COMPOSE_PROJECT_NAME=atelier-test-{os.getpid()}\n"
+        f"HTTP_PORT={free_port()}\n"
+        "POSTGRES_PASSWORD=test-only-password\n"
+        f"API_REPLICAS={REPLICAS}\n"
+        "GENERATE_SAMPLE_PRODUCTS=300\n"
+    )
+    stack = DockerCompose(
+        ROOT, compose_file_name="compose.yaml", env_file=str(env_file), build=True, wait=True
+    )
+    with stack:
+        yield stack
+
+
+def api_containers(compose) -> list:
+    return [c for c in compose.get_containers() if c.Service == "api" and c.State == "running"]
+
+
+@pytest.fixture(scope="module")
+def deployment(compose) -> Deployment:
+    host, port = compose.get_service_host_and_port("nginx", 8080)
+    stopped: list[str] = []
+
+    def stop_one() -> None:
+        container = api_containers(compose)[0].ID
+        subprocess.run(["docker", "stop", container], check=True, capture_output=True, timeout=60)
+        stopped.append(container)
+
+    def start_again() -> None:
+        while stopped:
+            subprocess.run(["docker", "start", stopped.pop()], check=True, capture_output=True, timeout=60)
+
+    return Deployment(
+        url=f"http://{host or '127.0.0.1'}:{port}", stop_replica=stop_one, restore_replica=start_again
+    )
+
+
+def test_the_etl_completed_and_three_replicas_serve(compose):
+    etl = next(c for c in compose.get_containers(include_all=True) if c.Service == "etl")
+    assert (etl.State, etl.ExitCode) == ("exited", 0)
+    stdout, _ = compose.get_logs("etl")
+    assert "rejects report" in stdout and "total" in stdout
+    assert len(api_containers(compose)) == REPLICAS
+
+
+class TestComposeStack(BalancedDeploymentSuite):
+    pass

@@ -1,0 +1,139 @@
+"""What every deployment of the service must do through its load balancer: nginx in front of three API
+replicas over one PostgreSQL, loaded from a generated export. The same suite runs against the local
+stack (tests/e2e/test_local_stack.py) and the compose stack (tests/containers/test_compose_stack.py):
+each module subclasses `BalancedDeploymentSuite` and provides a `deployment` fixture."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+import pytest
+
+REPLICAS = 3
+
+
+@dataclass
+class Deployment:
+    url: str  # nginx's published address
+    stop_replica: Callable[[], None]  # takes one replica away, abruptly
+    restore_replica: Callable[[], None]  # brings the deployment back to three replicas
+
+
+def new_review(product: dict, **overrides) -> dict:
+    return {
+        "product_id": product["id"],
+        "rating": 4,
+        "summary": "Through the balancer",
+        "body": "Posted end to end through nginx to one of three replicas; " * 2,
+        "recommend": True,
+        "name": "e2e",
+        "email": "e2e@example.com",
+        "photos": ["https://images.example/e2e.jpg"],
+        "characteristics": {str(c): 3 for c in product["characteristics"]},
+    } | overrides
+
+
+class BalancedDeploymentSuite:
+    @pytest.fixture
+    async def http(self, deployment: Deployment):
+        async with aiohttp.ClientSession(deployment.url) as session:
+            yield session
+
+    @pytest.fixture
+    async def product(self, http: aiohttp.ClientSession) -> dict:
+        """Product 1, which every generated export gives reviews and characteristics."""
+        async with http.get("/reviews/meta", params={"product_id": 1}) as response:
+            meta = await response.json()
+        reviews = sum(int(count) for count in meta["ratings"].values())
+        assert reviews > 0 and meta["characteristics"], meta
+        return {
+            "id": 1,
+            "reviews": reviews,
+            "characteristics": [c["id"] for c in meta["characteristics"].values()],
+        }
+
+    async def test_every_endpoint_works_through_the_balancer(self, http, product):
+        async with http.get("/reviews", params={"product_id": product["id"], "count": 1000}) as r:
+            assert r.status == 200
+            listing = await r.json()
+        assert listing["product"] == str(product["id"]) and len(listing["results"]) == product["reviews"]
+
+        async with http.get("/reviews/meta/", params={"product_id": product["id"]}) as r:
+            assert r.status == 200
+            assert (await r.json())["product_id"] == str(product["id"])
+
+        async with http.post("/reviews", json=new_review(product)) as r:
+            assert r.status == 201 and await r.text() == "Created"
+            location = r.headers["Location"]
+        async with http.get(location) as r:
+            assert r.status == 200 and (await r.json())["summary"] == "Through the balancer"
+
+        async with http.put(f"{location}/helpful") as r:
+            assert r.status == 204
+        async with http.put(f"{location}/report") as r:
+            assert r.status == 204
+        async with http.put("/reviews/999999999/helpful") as r:
+            assert r.status == 404 and "error" in await r.json()
+        async with http.get("/reviews", params={"product_id": "hello"}) as r:
+            assert r.status == 422
+            assert (await r.json())["details"][0]["field"] == "product_id"
+        async with http.delete("/reviews") as r:
+            assert r.status == 405 and "error" in await r.json()
+        async with http.get("/healthz") as r:
+            assert r.status == 200
+
+    async def test_requests_reach_all_three_replicas(self, http, product):
+        served_by = []
+        for _ in range(30):
+            async with http.get("/reviews/meta", params={"product_id": product["id"]}) as r:
+                assert r.status == 200
+                served_by.append(r.headers["X-Replica"])
+        counts = {name: served_by.count(name) for name in set(served_by)}
+        assert len(counts) == REPLICAS, counts
+
+    async def test_a_write_through_one_replica_is_read_by_every_replica(self, http, product):
+        async with http.get("/reviews/meta", params={"product_id": product["id"]}) as r:
+            before = await r.json()
+        async with http.post("/reviews", json=new_review(product, rating=1)) as r:
+            assert r.status == 201
+            writer = r.headers["X-Replica"]
+
+        readers: dict[str, dict] = {}
+        for _ in range(30):
+            async with http.get("/reviews/meta", params={"product_id": product["id"]}) as r:
+                readers[r.headers["X-Replica"]] = await r.json()
+        assert len(readers) == REPLICAS, f"written through {writer}, read through {sorted(readers)}"
+        expected_ones = str(int(before["ratings"].get("1", "0")) + 1)
+        assert {name: meta["ratings"]["1"] for name, meta in readers.items()} == dict.fromkeys(
+            readers, expected_ones
+        )
+
+    async def test_taking_a_replica_away_while_requests_flow_fails_no_get(self, http, deployment, product):
+        statuses: list[int] = []
+        failures: list[tuple] = []
+
+        async def reader(n: int) -> None:
+            for _ in range(n):
+                async with http.get("/reviews", params={"product_id": product["id"], "sort": "newest"}) as r:
+                    body = await r.read()
+                    statuses.append(r.status)
+                    if r.status != 200:
+                        served_by = r.headers.get("X-Replica"), r.headers.get("X-Upstream")
+                        failures.append((r.status, *served_by, body[:100]))
+
+        readers = [asyncio.create_task(reader(60)) for _ in range(8)]
+        try:
+            async with asyncio.timeout(30):
+                while len(statuses) < 100:
+                    await asyncio.sleep(0.01)
+            await asyncio.to_thread(deployment.stop_replica)
+            await asyncio.wait_for(asyncio.gather(*readers), timeout=120)
+        finally:
+            for task in readers:
+                task.cancel()
+            await asyncio.to_thread(deployment.restore_replica)
+        assert len(statuses) == 480
+        assert not failures, failures

@@ -1,0 +1,89 @@
+"""Static checks of the deployment files: compose.yaml is valid Compose, and every setting any part of
+the project reads is documented in .env.example."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+CHECK_JSONSCHEMA = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent))
+
+# Where settings are read: Python (os.environ, the config readers), shell, compose and nginx templates.
+PYTHON_READS = re.compile(r'(?:environ\.get\(|environ\[|setting\(|env\.get\()\s*"([A-Z][A-Z0-9_]*)"')
+TEMPLATE_READS = re.compile(r"\$\{([A-Z][A-Z0-9_]*)")
+SOURCES = {
+    PYTHON_READS: ["services/**/*.py", "scripts/*.py", "bench/*.py", "tests/conftest.py"],
+    TEMPLATE_READS: [
+        "compose.yaml",
+        "services/nginx/templates/*",
+        "services/**/*.sh",
+        "scripts/*.sh",
+        "services/nginx/*.conf",
+    ],
+}
+
+
+def settings_read() -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for pattern, globs in SOURCES.items():
+        for glob in globs:
+            for path in ROOT.glob(glob):
+                for name in pattern.findall(path.read_text(encoding="utf-8")):
+                    found.setdefault(name, set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+def documented() -> set[str]:
+    text = (ROOT / ".env.example").read_text(encoding="utf-8")
+    return set(re.findall(r"^([A-Z][A-Z0-9_]*)=", text, flags=re.MULTILINE))
+
+
+def test_every_setting_read_is_in_env_example():
+    read = settings_read()
+    assert len(read) > 20  # the scan finds the settings at all
+    missing = {name: sorted(paths) for name, paths in read.items() if name not in documented()}
+    assert not missing, f"read but not documented in .env.example: {missing}"
+
+
+def test_env_example_documents_each_setting_with_a_comment():
+    lines = (ROOT / ".env.example").read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines):
+        if re.match(r"^[A-Z][A-Z0-9_]*=", line):
+            above = next(prev for prev in reversed(lines[:number]) if not re.match(r"^[A-Z]", prev))
+            assert above.startswith("#"), f"{line} has no comment above it"
+
+
+@pytest.fixture
+def validate_compose():
+    if CHECK_JSONSCHEMA is None:
+        pytest.fail("check-jsonschema is missing: make install")
+
+    def validate(path: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [CHECK_JSONSCHEMA, "--builtin-schema", "vendor.compose-spec", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    return validate
+
+
+def test_compose_file_is_valid_against_the_compose_specification(validate_compose):
+    result = validate_compose(ROOT / "compose.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_compose_check_catches_an_invalid_file(validate_compose, tmp_path):
+    broken = tmp_path / "compose.yaml"
+    broken.write_text(
+        (ROOT / "compose.yaml").read_text().replace("restart: unless-stopped", "restart: {when: always}", 1)
+    )
+    assert validate_compose(broken).returncode != 0
