@@ -162,33 +162,29 @@ async def test_startup_fails_clearly_without_a_database(caplog: pytest.LogCaptur
     assert "hunter2" not in caplog.text
 
 
-async def test_the_command_exits_with_a_clear_message_without_a_database() -> None:
-    env = {**os.environ, "DATABASE_URL": f"postgresql://atelier@127.0.0.1:{closed_port()}/atelier"}
+async def run_api_command(**settings: str) -> tuple[int | None, bytes]:
+    """`python -m atelier_api` with these settings; its exit code and standard error."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "atelier_api",
-        env=env,
+        env={**os.environ, **settings},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    return process.returncode, stderr
 
-    assert process.returncode == 1
+
+async def test_the_command_exits_with_a_clear_message_without_a_database() -> None:
+    code, stderr = await run_api_command(
+        DATABASE_URL=f"postgresql://atelier@127.0.0.1:{closed_port()}/atelier"
+    )
+    assert code == 1
     assert b"atelier-api: cannot connect to the database at 127.0.0.1:" in stderr
 
 
 async def test_the_command_refuses_bad_settings() -> None:
-    env = {**os.environ, "DATABASE_URL": "postgresql://u@h/db", "API_PORT": "eighty"}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "atelier_api",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
-
-    assert process.returncode == 1
+    code, stderr = await run_api_command(DATABASE_URL="postgresql://u@h/db", API_PORT="eighty")
+    assert code == 1
     assert b"API_PORT='eighty' is invalid" in stderr
