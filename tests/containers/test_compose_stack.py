@@ -7,11 +7,13 @@ does. Without one these tests skip and say why.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
 from collections.abc import Iterator
 
+import aiohttp
 import pytest
 
 from tests.conftest import ROOT
@@ -50,12 +52,13 @@ def compose(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     env_file.write_text(
         f"COMPOSE_PROJECT_NAME=atelier-test-{os.getpid()}\n"
         f"HTTP_PORT={free_port()}\n"
+        f"LOCUST_PORT={free_port()}\n"
         "POSTGRES_PASSWORD=test-only-password\n"
         f"API_REPLICAS={REPLICAS}\n"
         "GENERATE_SAMPLE_PRODUCTS=300\n"
     )
     stack = DockerCompose(
-        ROOT, compose_file_name="compose.yaml", env_file=str(env_file), build=True, wait=True
+        ROOT, compose_file_name="compose.yaml", env_file=str(env_file), build=True, wait=True, profiles=["load"]
     )
     with stack:
         yield stack
@@ -90,6 +93,25 @@ def test_the_etl_completed_and_three_replicas_serve(compose):
     stdout, _ = compose.get_logs("etl")
     assert "rejects report" in stdout and "total" in stdout
     assert len(api_containers(compose)) == REPLICAS
+
+
+async def test_the_load_profile_serves_locust_and_its_traffic_succeeds(compose):
+    host, port = compose.get_service_host_and_port("locust", 8089)
+    async with aiohttp.ClientSession(f"http://{host or '127.0.0.1'}:{port}") as locust:
+        async with locust.get("/") as page:
+            assert page.status == 200 and "<title>Locust" in await page.text()
+        swarm = {"user_count": "5", "spawn_rate": "5", "host": "http://nginx:8080"}
+        async with locust.post("/swarm", data=swarm) as started:
+            assert started.status == 200 and (await started.json())["success"]
+        try:
+            await asyncio.sleep(6)
+            async with locust.get("/stats/requests") as response:
+                stats = await response.json()
+        finally:
+            async with locust.post("/stop") as stopped:
+                assert stopped.status == 200
+    total = next(row for row in stats["stats"] if row["name"] == "Aggregated")
+    assert total["num_requests"] > 0 and total["num_failures"] == 0, stats["errors"]
 
 
 class TestComposeStack(BalancedDeploymentSuite):

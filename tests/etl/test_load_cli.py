@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -165,3 +166,27 @@ def test_help_documents_the_exit_codes():
 def test_messages_never_show_the_password():
     assert redacted("postgresql://user:s3cret@db:5432/atelier") == "postgresql://user:***@db:5432/atelier"
     assert redacted("postgresql://user@db/atelier") == "postgresql://user@db/atelier"
+
+
+def test_json_summary_for_machines(db_url, tmp_path, capsys):
+    data = write_export(tmp_path, characteristic_reviews=["1,1,1,4", "2,1,999,4"])
+
+    assert main(["--data", str(data), "--database-url", db_url, "--no-progress", "--json"]) == 0
+
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["ok"] is True and summary["rejects_report"] == str(data / "rejects.csv")
+    by_file = {f["file"]: f for f in summary["files"]}
+    assert by_file["characteristic_reviews.csv"] == {
+        "file": "characteristic_reviews.csv",
+        "read": 2,
+        "loaded": 1,
+        "rejected": 1,
+        "rejected_by_kind": {"missing_review": 1},
+    }
+    assert summary["totals"]["read"] == summary["totals"]["loaded"] + summary["totals"]["rejected"]
+
+
+def test_json_failure_says_why_with_the_exit_code(tmp_path, capsys):
+    assert main(["--data", str(tmp_path / "nowhere"), "--database-url", UNREACHABLE, "--json"]) == 2
+    failure = json.loads(capsys.readouterr().out)
+    assert failure["ok"] is False and failure["exit_code"] == 2 and "nowhere" in failure["error"]

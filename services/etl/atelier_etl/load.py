@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import sys
 import time
@@ -236,6 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--database-url", metavar="URL", help="overrides DATABASE_URL")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars or step lines")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the summary as one JSON object on stdout (also on failure: ok, exit_code, error)",
+    )
     return parser
 
 
@@ -257,19 +263,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         with progress as shown:
             summary = asyncio.run(load(database_url, args.data, args.rejects, shown))
     except InputFileError as exc:
-        return _fail(2, str(exc))
+        return _fail(2, str(exc), args.json)
     except LoadError as exc:
-        return _fail(1, f"{exc}; the previous data is still served")
+        return _fail(1, f"{exc}; the previous data is still served", args.json)
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        return _fail(1, f"load failed: {type(exc).__name__}: {exc}; the previous data is still served")
+        message = f"load failed: {type(exc).__name__}: {exc}; the previous data is still served"
+        return _fail(1, message, args.json)
     except KeyboardInterrupt:
-        return _fail(130, "interrupted; the previous data is still served")
-    print_summary(Console(), summary)
+        return _fail(130, "interrupted; the previous data is still served", args.json)
+    if args.json:
+        print(json.dumps(summary.as_dict()))
+    else:
+        print_summary(Console(), summary)
     return 0
 
 
-def _fail(code: int, message: str) -> int:
-    print(f"atelier-load: error: {' '.join(message.split())}", file=sys.stderr)
+def _fail(code: int, message: str, as_json: bool = False) -> int:
+    message = " ".join(message.split())
+    print(f"atelier-load: error: {message}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"ok": False, "exit_code": code, "error": message}))
     return code
 
 

@@ -60,3 +60,22 @@ class LoadSummary:
             for kind, count in summary.rejected_by_kind.items():
                 totals[kind] = totals.get(kind, 0) + count
         return dict(sorted(totals.items()))
+
+    def as_dict(self) -> dict[str, object]:
+        """The summary for machines (`atelier-load --json`)."""
+        return {
+            "ok": True,
+            "seconds": round(self.seconds, 3),
+            "rejects_report": str(self.rejects_path),
+            "files": [
+                {
+                    "file": f.file,
+                    "read": f.read,
+                    "loaded": f.loaded,
+                    "rejected": f.rejected,
+                    "rejected_by_kind": dict(sorted(f.rejected_by_kind.items())),
+                }
+                for f in self.files
+            ],
+            "totals": {"read": self.read, "loaded": self.loaded, "rejected": self.rejected},
+        }
