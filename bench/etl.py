@@ -1,0 +1,200 @@
+"""ETL benchmark: `atelier-load` against the plainest possible load of the same files, in the same run.
+
+    .venv/bin/python bench/etl.py                       # the full export (~1,000,011 products), ~6 min
+    .venv/bin/python bench/etl.py --products 100000     # a smaller one
+
+Baseline: a raw `COPY` of the same four files into unindexed tables (no parsing, no checks, no rejects),
+then the same keys and indexes (services/postgres/02-constraints.sql and 03-indexes.sql). That is the
+least any loader of these files into this schema can do. Measured: the loader's wall time and peak RSS,
+and the ratio loader / baseline (targets: at most 1.3x, at most 300 MB).
+
+PostgreSQL is BENCH_DATABASE_URL or DATABASE_URL (a role that may CREATE DATABASE), else an embedded
+server in $DATA_DIR/bench-pg. Both loads go to fresh databases on the same server; the files are read
+once beforehand so both find them in the page cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT / "services" / "etl"))
+from atelier_etl.schema import CONSTRAINTS_FILE, INDEXES_FILE, schema_sql  # noqa: E402
+
+FILES = ("characteristics", "reviews", "reviews_photos", "characteristic_reviews")
+# The service's tables with the export's columns as they are in the files (the date stays epoch ms).
+BASELINE_TABLES = """
+CREATE TABLE reviews (id bigint, product_id integer, rating smallint, date bigint, summary text, body text,
+    recommend boolean, reported boolean, reviewer_name text, reviewer_email text, response text,
+    helpfulness integer);
+CREATE TABLE reviews_photos (id bigint, review_id bigint, url text);
+CREATE TABLE characteristics (id bigint, product_id integer, name text);
+CREATE TABLE characteristic_reviews (id bigint, characteristic_id bigint, review_id bigint, value smallint);
+"""
+
+
+def database_url(server_url: str, dbname: str) -> str:
+    return urlunsplit(urlsplit(server_url)._replace(path="/" + dbname))
+
+
+@contextmanager
+def server() -> Iterator[str]:
+    url = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+
+        pgdata = ROOT / os.environ.get("DATA_DIR", ".data") / "bench-pg"
+        pgdata.mkdir(parents=True, exist_ok=True)
+        embedded = pgserver.get_server(pgdata, cleanup_mode="stop")
+    try:
+        yield embedded.get_uri()
+    finally:
+        embedded.cleanup()
+
+
+async def fresh_database(server_url: str, dbname: str) -> str:
+    conn = await asyncpg.connect(database_url(server_url, "postgres"))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{dbname}"')
+    finally:
+        await conn.close()
+    return database_url(server_url, dbname)
+
+
+async def baseline(url: str, export: Path) -> dict[str, float]:
+    """Raw COPY into unindexed tables, then the same keys and indexes; seconds per phase."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("SET maintenance_work_mem = '256MB'")  # what the loader uses
+        await conn.execute(BASELINE_TABLES)
+        started = time.monotonic()
+        for name in FILES:
+            await conn.copy_to_table(
+                name, source=export / f"{name}.csv", format="csv", header=True, null="null"
+            )
+        copied = time.monotonic()
+        await conn.execute(schema_sql(CONSTRAINTS_FILE))
+        keyed = time.monotonic()
+        await conn.execute(schema_sql(INDEXES_FILE))
+        indexed = time.monotonic()
+    finally:
+        await conn.close()
+    return {
+        "copy": copied - started,
+        "keys": keyed - copied,
+        "indexes": indexed - keyed,
+        "total": indexed - started,
+    }
+
+
+def timed_child(command: list[str], env: dict[str, str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (bytes) of one child process."""
+    started = time.monotonic()
+    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(command)} failed with exit code {child.returncode}")
+    return time.monotonic() - started, usage.ru_maxrss * 1024
+
+
+def warm_page_cache(export: Path) -> None:
+    for name in FILES:
+        with open(export / f"{name}.csv", "rb") as file:
+            while file.read(1 << 24):
+                pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--products", type=int, default=1_000_011)
+    parser.add_argument("--export", type=Path, help="an existing export folder (default: generated)")
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+
+    export = args.export or ROOT / os.environ.get("DATA_DIR", ".data") / f"bench-export-{args.products}"
+    if not (export / "manifest.json").exists() and not args.export:
+        print(f"bench: generating {args.products:,} products into {export}", flush=True)
+        generate = [
+            str(BIN / "atelier-generate"),
+            "--out",
+            str(export),
+            "--products",
+            str(args.products),
+            "--no-progress",
+        ]
+        generate_seconds, generate_rss = timed_child(generate, dict(os.environ))
+        print(f"bench: generated in {generate_seconds:.1f} s, peak RSS {generate_rss / 2**20:.0f} MB")
+    size = sum((export / f"{name}.csv").stat().st_size for name in FILES)
+    warm_page_cache(export)
+
+    with server() as server_url:
+        print("bench: baseline (raw COPY + the same keys and indexes)", flush=True)
+        base = asyncio.run(baseline(asyncio.run(fresh_database(server_url, "bench_baseline")), export))
+        print("bench: atelier-load", flush=True)
+        target = asyncio.run(fresh_database(server_url, "bench_load"))
+        load_seconds, load_rss = timed_child(
+            [
+                str(BIN / "atelier-load"),
+                "--data",
+                str(export),
+                "--no-progress",
+                "--rejects",
+                str(export / "bench-rejects.csv"),
+            ],
+            dict(os.environ) | {"DATABASE_URL": target},
+        )
+
+    ratio = load_seconds / base["total"]
+    result = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()} ({os.cpu_count()} cores)",
+        "export": str(export),
+        "export_bytes": size,
+        "products": args.products,
+        "baseline_seconds": {k: round(v, 2) for k, v in base.items()},
+        "load_seconds": round(load_seconds, 2),
+        "load_peak_rss_mb": round(load_rss / 2**20, 1),
+        "ratio": round(ratio, 2),
+        "targets": {"ratio": 1.3, "peak_rss_mb": 300},
+    }
+    args.results.mkdir(parents=True, exist_ok=True)
+    out = args.results / f"etl-{args.products}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+    print(f"\n  export             {size / 2**30:.2f} GB ({args.products:,} products)")
+    print(
+        f"  baseline           {base['total']:7.1f} s  (COPY {base['copy']:.1f} s, "
+        f"keys {base['keys']:.1f} s, indexes {base['indexes']:.1f} s)"
+    )
+    print(f"  atelier-load       {load_seconds:7.1f} s  peak RSS {load_rss / 2**20:.0f} MB")
+    print(f"  ratio              {ratio:7.2f}x  (target <= 1.3x; peak RSS target <= 300 MB)")
+    print(f"  written to {out}")
+
+
+if __name__ == "__main__":
+    main()
