@@ -9,16 +9,19 @@ export PYTHONDONTWRITEBYTECODE := 1
 -include .env
 export
 
-.PHONY: up serve down test lint format load install nginx help
+.PHONY: up serve down test lint format load install nginx chromium help
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
 
 install:  ## create .venv and install the services and dev tools
 	@scripts/bootstrap.sh
 
 nginx:  ## make sure nginx is installed (apt as root, else says what to install)
 	@scripts/ensure-nginx.sh
+
+chromium:  ## make sure chromium is installed, for the browser test of /docs (apt as root, else says what)
+	@scripts/ensure-chromium.sh
 
 up: install nginx  ## embedded Postgres + sample data + 3 API replicas behind nginx on :8080 (Ctrl-C stops)
 	@$(PY) scripts/stack.py up
@@ -29,7 +32,7 @@ serve: install nginx  ## the same stack, serving what the database already holds
 down:  ## stop a local stack started by `make up` or `make serve` in another terminal
 	@$(PY) scripts/stack.py down
 
-test: install nginx  ## the whole test suite (container tests skip when no engine answers)
+test: install nginx chromium  ## the whole test suite (container tests skip when no engine answers)
 	@$(PY) -m pytest
 
 lint: install  ## ruff (lint + format check) and mypy

@@ -114,6 +114,7 @@ def render_nginx(prefix: Path, ports: list[int], http_port: int) -> None:
         "NGINX_RATE_LIMIT": setting("NGINX_RATE_LIMIT", "1000r/s"),
         "NGINX_RATE_BURST": setting("NGINX_RATE_BURST", "2000"),
         "NGINX_ACCESS_LOG": str(prefix / "logs" / "access.log"),
+        "NGINX_METRICS_ACCESS": setting("NGINX_METRICS_ACCESS", "deny all"),
         "NGINX_WORKERS": setting("NGINX_WORKERS", "auto"),
         "NGINX_MIME_TYPES": setting("NGINX_MIME_TYPES", "/etc/nginx/mime.types"),
     }

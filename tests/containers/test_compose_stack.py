@@ -57,9 +57,8 @@ def compose(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
         f"API_REPLICAS={REPLICAS}\n"
         "GENERATE_SAMPLE_PRODUCTS=300\n"
     )
-    stack = DockerCompose(
-        ROOT, compose_file_name="compose.yaml", env_file=str(env_file), build=True, wait=True, profiles=["load"]
-    )
+    options = {"env_file": str(env_file), "build": True, "wait": True, "profiles": ["load"]}
+    stack = DockerCompose(ROOT, compose_file_name="compose.yaml", **options)
     with stack:
         yield stack
 

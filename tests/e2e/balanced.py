@@ -6,6 +6,7 @@ each module subclasses `BalancedDeploymentSuite` and provides a `deployment` fix
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -13,6 +14,8 @@ import aiohttp
 import pytest
 
 REPLICAS = 3
+# What nginx's $request_id looks like (and the API's own ids too): 32 hex digits.
+GENERATED_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass
@@ -85,6 +88,36 @@ class BalancedDeploymentSuite:
         async with http.get("/healthz") as r:
             assert r.status == 200
 
+    async def test_every_response_carries_a_request_id_nginx_made_or_the_clients_own(self, http):
+        generated = []
+        for path in ("/healthz", "/reviews?product_id=hello", "/nowhere"):
+            async with http.get(path) as r:
+                generated.append(r.headers["X-Request-Id"])
+        assert all(GENERATED_ID.fullmatch(request_id) for request_id in generated), generated
+        assert len(set(generated)) == len(generated)
+
+        for path, status in [("/healthz", 200), ("/reviews?product_id=hello", 422), ("/nowhere", 404)]:
+            async with http.get(path, headers={"X-Request-Id": "e2e-client.id_1"}) as r:
+                assert r.status == status
+                assert r.headers["X-Request-Id"] == "e2e-client.id_1", path
+        async with http.get("/healthz", headers={"X-Request-Id": "not a plain token"}) as r:
+            assert GENERATED_ID.fullmatch(r.headers["X-Request-Id"])
+
+    async def test_metrics_are_not_public_through_nginx_by_default(self, http):
+        async with http.get("/metrics") as r:
+            assert r.status == 403
+            assert await r.json() == {"error": "forbidden", "details": []}
+            # nginx answered alone (no replica saw the request), so nginx made this id.
+            assert GENERATED_ID.fullmatch(r.headers["X-Request-Id"])
+            assert "X-Replica" not in r.headers
+        async with http.get("/metrics", headers={"X-Request-Id": "e2e-scrape"}) as r:
+            assert r.status == 403 and r.headers["X-Request-Id"] == "e2e-scrape"
+
+    async def test_replicas_are_ready_behind_the_balancer(self, http):
+        for _ in range(REPLICAS):
+            async with http.get("/readyz") as r:
+                assert r.status == 200 and await r.json() == {"status": "ready"}
+
     async def test_requests_reach_all_three_replicas(self, http, product):
         served_by = []
         for _ in range(30):
@@ -137,3 +170,12 @@ class BalancedDeploymentSuite:
             await asyncio.to_thread(deployment.restore_replica)
         assert len(statuses) == 480
         assert not failures, failures
+
+    async def test_nginx_limits_answer_in_the_json_error_shape(self, http):
+        async with http.get("/reviews", params={"product_id": "1", "rating": "4," * 6000}) as r:
+            assert r.status == 414 and r.content_type == "application/json"
+            assert (await r.json())["error"] == "request line too long" and r.headers["X-Request-Id"]
+        async with http.post(
+            "/reviews", data=b"{" + b" " * 200_000 + b"}", headers={"Content-Type": "application/json"}
+        ) as r:
+            assert r.status == 413 and (await r.json())["error"] == "request body too large"

@@ -8,6 +8,7 @@ import sys
 import uvloop
 from aiohttp import web
 
+from atelier_api import logs
 from atelier_api.app import DatabaseUnreachable, create_app
 from atelier_api.config import Config, ConfigError
 
@@ -17,7 +18,7 @@ def main() -> None:
         config = Config.from_env()
     except ConfigError as error:
         sys.exit(f"atelier-api: {error}")
-    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(config.log_level, replica=config.replica_name)
     try:
         # A uvloop loop handed to run_app: same effect as uvloop.install(), which Python 3.12+ deprecates.
         logging.getLogger("atelier_api").info(
@@ -29,6 +30,7 @@ def main() -> None:
             port=config.api_port,
             loop=uvloop.new_event_loop(),
             print=None,
+            access_log=None,  # the app logs one JSON line per request itself (observability.py)
         )
     except DatabaseUnreachable as error:
         sys.exit(f"atelier-api: {error}")

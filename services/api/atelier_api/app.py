@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-import asyncpg
 from aiohttp import web
 
 from atelier_api.config import Config
 from atelier_api.errors import DATABASE_UNAVAILABLE, error_middleware
-from atelier_api.keys import CLOCK_KEY, CONFIG_KEY, POOL_KEY, Clock
+from atelier_api.keys import CLOCK_KEY, CONFIG_KEY, METRICS_KEY, POOL_KEY, Clock
+from atelier_api.metrics import Metrics
+from atelier_api.observability import observe, send_request_id
+from atelier_api.pool import InstrumentedPool
 from atelier_api.routes import routes
 
 log = logging.getLogger(__name__)
@@ -27,11 +29,14 @@ def utc_now() -> datetime:
 
 
 def create_app(config: Config, *, clock: Clock = utc_now) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=config.max_body_bytes)
+    # observe is outermost: it counts and logs the response the error middleware made of a failure.
+    app = web.Application(middlewares=[observe, error_middleware], client_max_size=config.max_body_bytes)
     app[CONFIG_KEY] = config
     app[CLOCK_KEY] = clock
+    app[METRICS_KEY] = Metrics(pool=lambda: app.get(POOL_KEY))
     app.cleanup_ctx.append(database_pool)
     app.on_response_prepare.append(name_the_replica)
+    app.on_response_prepare.append(send_request_id)
     app.router.add_routes(routes)
     return app
 
@@ -44,8 +49,9 @@ async def name_the_replica(request: web.Request, response: web.StreamResponse) -
 async def database_pool(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG_KEY]
     try:
-        pool = await asyncpg.create_pool(
+        pool = await InstrumentedPool(
             config.database_url,
+            acquire_wait=app[METRICS_KEY].pool_acquire_wait,
             min_size=config.db_pool_min_size,
             max_size=config.db_pool_max_size,
             command_timeout=config.db_command_timeout,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -12,6 +11,8 @@ import asyncpg
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
+
+from atelier_api.observability import request_id
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,7 @@ class FieldError:
 
 class DomainError(Exception):
     status = 500
+    headers: Mapping[str, str] = {}
 
     def __init__(self, message: str, details: Iterable[FieldError] = ()) -> None:
         super().__init__(message)
@@ -58,6 +60,16 @@ class ReviewNotFound(DomainError):
         self.review_id = review_id
 
 
+class NotReady(DomainError):
+    """The database is unreachable or holds no data yet: a balancer should try again shortly."""
+
+    status = 503
+    headers = {"Retry-After": "1"}
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("not ready", [FieldError("database", reason)])
+
+
 # What a lost or unreachable database raises. TimeoutError (connect and command timeouts),
 # ConnectionRefusedError and FileNotFoundError (a Unix socket that is gone) are OSErrors. The Postgres
 # classes: 08 connection exception, 53 insufficient resources (too many connections), 57 operator
@@ -75,7 +87,6 @@ _HTTP_ERROR_MESSAGES = {
     405: "method not allowed",
     413: "request body too large",
 }
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def json_error(
@@ -92,7 +103,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except DomainError as error:
-        return json_error(error.status, error.message, error.details)
+        return json_error(error.status, error.message, error.details, error.headers)
     except web.HTTPException as error:
         if error.status < 400:
             raise
@@ -100,20 +111,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         headers = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else {}
         return json_error(error.status, message, headers=headers)
     except DATABASE_UNAVAILABLE as error:
-        request_id = _request_id(request)
         log.warning(
-            "database unavailable: %s %s request_id=%s: %r", request.method, request.path, request_id, error
+            "database unavailable: %s %s: %r",
+            request.method,
+            request.path,
+            error,
+            extra={"request_id": request_id(request)},
         )
-        return json_error(
-            503, "database unavailable", headers={"Retry-After": "1", "X-Request-Id": request_id}
-        )
+        return json_error(503, "database unavailable", headers={"Retry-After": "1"})
     except Exception:
-        request_id = _request_id(request)
-        log.exception("unexpected error: %s %s request_id=%s", request.method, request.path, request_id)
-        return json_error(500, "internal server error", headers={"X-Request-Id": request_id})
-
-
-def _request_id(request: web.Request) -> str:
-    """The caller's X-Request-Id when it is a plain token (it goes back in a header), else a new one."""
-    given = request.headers.get("X-Request-Id", "")
-    return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        # Logged here, once, with the traceback and the request id the client sees in X-Request-Id;
+        # the client gets nothing of the failure.
+        log.exception(
+            "unexpected error: %s %s", request.method, request.path, extra={"request_id": request_id(request)}
+        )
+        return json_error(500, "internal server error")

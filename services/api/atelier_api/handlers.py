@@ -7,8 +7,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from atelier_api import review_draft, reviews, validation
-from atelier_api.keys import CLOCK_KEY, CONFIG_KEY, POOL_KEY
+from atelier_api import readiness, review_draft, reviews, summaries, validation
+from atelier_api.keys import CLOCK_KEY, CONFIG_KEY, METRICS_KEY, POOL_KEY
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
@@ -30,7 +30,12 @@ async def get_review(request: web.Request) -> web.Response:
 
 async def product_meta(request: web.Request) -> web.Response:
     product_id = validation.meta_query(request.query)
-    return json_response(await reviews.product_meta(request.app[POOL_KEY], product_id))
+    return json_response(await summaries.product_summary(request.app[POOL_KEY], product_id))
+
+
+async def product_meta_batch(request: web.Request) -> web.Response:
+    product_ids = validation.meta_batch_query(request.query)
+    return json_response({"results": await summaries.product_summaries(request.app[POOL_KEY], product_ids)})
 
 
 async def create_review(request: web.Request) -> web.Response:
@@ -55,3 +60,14 @@ async def report_review(request: web.Request) -> web.Response:
 async def healthz(request: web.Request) -> web.Response:
     """The process is up and serving HTTP; says nothing of the database (that is readiness)."""
     return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """The database answers and holds data; else 503 with Retry-After (readiness.NotReady)."""
+    await readiness.check(request.app[POOL_KEY])
+    return json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body, content_type = request.app[METRICS_KEY].exposition(request.headers.get("Accept", ""))
+    return web.Response(body=body, headers={"Content-Type": content_type})

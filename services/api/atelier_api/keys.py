@@ -9,6 +9,7 @@ import asyncpg
 from aiohttp import web
 
 from atelier_api.config import Config
+from atelier_api.metrics import Metrics
 
 Clock = Callable[[], datetime]
 
@@ -16,3 +17,8 @@ CONFIG_KEY = web.AppKey("config", Config)
 POOL_KEY = web.AppKey("pool", asyncpg.Pool)
 # The time a new review is stamped with; tests pin it.
 CLOCK_KEY: web.AppKey[Clock] = web.AppKey("clock")
+# This app's own Prometheus registry and metrics (never the process-wide default registry).
+METRICS_KEY = web.AppKey("metrics", Metrics)
+
+# Per request: the id that ties its log lines, its error and its response (X-Request-Id) together.
+REQUEST_ID_KEY = web.RequestKey("request_id", str)

@@ -15,6 +15,11 @@ from atelier_api.validation import INT32_MAX, INT64_MAX, positive_integer
 
 MAX_PHOTOS = 5
 MAX_PHOTO_URL_LENGTH = 2048
+# Stars, of the review and of each characteristic rating.
+MIN_RATING, MAX_RATING = 1, 5
+# (fewest, most) characters of each text field; openapi.py describes the same numbers.
+TEXT_LENGTHS = {"summary": (0, 60), "body": (50, 1000), "name": (1, 60), "email": (1, 60)}
+_RATING_RULE = f"must be an integer from {MIN_RATING} to {MAX_RATING}"
 # The order fields are reported in: the order of the contract's table.
 _FIELD_ORDER = ("product_id", "rating", "summary", "body", "recommend", "name", "email", "photos")
 
@@ -64,14 +69,14 @@ def parse(payload: Mapping[str, object]) -> ReviewDraft:
     errors: list[FieldError] = []
     beyond = f"must be at most {INT32_MAX}"
     product_id = _integer(payload, "product_id", 1, INT32_MAX, "must be a positive integer", errors, beyond)
-    rating = _integer(payload, "rating", 1, 5, "must be an integer from 1 to 5", errors)
+    rating = _integer(payload, "rating", MIN_RATING, MAX_RATING, _RATING_RULE, errors)
     # A missing summary is stored as "" (the column's default): the contract lets it be empty.
-    summary = _text(payload, "summary", 0, 60, errors, default="")
-    body = _text(payload, "body", 50, 1000, errors)
+    summary = _text(payload, "summary", *TEXT_LENGTHS["summary"], errors, default="")
+    body = _text(payload, "body", *TEXT_LENGTHS["body"], errors)
     recommend = payload.get("recommend")
     if not isinstance(recommend, bool):
         errors.append(_missing_or("recommend", "must be a boolean", payload))
-    name = _text(payload, "name", 1, 60, errors)
+    name = _text(payload, "name", *TEXT_LENGTHS["name"], errors)
     email = _email(payload, errors)
     photos = _photos(payload, errors)
     characteristics = _characteristics(payload, errors)
@@ -139,7 +144,7 @@ def _text(
 
 
 def _email(payload: Mapping[str, object], errors: list[FieldError]) -> str | None:
-    email = _text(payload, "email", 1, 60, errors)
+    email = _text(payload, "email", *TEXT_LENGTHS["email"], errors)
     if email is None:
         return None
     try:
@@ -193,7 +198,7 @@ def _characteristics(payload: Mapping[str, object], errors: list[FieldError]) ->
             continue
         if characteristic_id in ratings:
             errors.append(FieldError(field, f"repeats characteristic {characteristic_id}"))
-        elif not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 5:
-            errors.append(FieldError(field, "must be an integer from 1 to 5"))
+        elif not isinstance(value, int) or isinstance(value, bool) or not MIN_RATING <= value <= MAX_RATING:
+            errors.append(FieldError(field, _RATING_RULE))
         ratings[characteristic_id] = value if isinstance(value, int) else 0
     return ratings

@@ -32,48 +32,30 @@ _ORDER_BY = {
     Sort.HELPFUL: "helpfulness DESC, date DESC, id DESC",
     Sort.RELEVANT: f"{RELEVANCE} DESC, id DESC",
 }
+# The filters of GET /reviews; each is added only when asked for, so every statement keeps a plan of
+# its own. The product's reviews come from reviews_product_date_idx, photos from reviews_photos_review_idx.
+_BY_RATING = "AND rating = any($4::smallint[])"
+_WITH_PHOTOS = "AND EXISTS (SELECT 1 FROM reviews_photos AS p WHERE p.review_id = reviews.id)"
+
+# Keyed by (sort, by rating, with photos). $4, when there, is the list of stars.
 LIST_REVIEWS = {
-    sort: f"""
+    (sort, by_rating, with_photos): f"""
         SELECT {_REVIEW_COLUMNS}
         FROM reviews
         WHERE product_id = $1 AND NOT reported
+            {_BY_RATING if by_rating else ""}
+            {_WITH_PHOTOS if with_photos else ""}
         ORDER BY {order}
         LIMIT $2 OFFSET $3
     """
     for sort, order in _ORDER_BY.items()
+    for by_rating in (False, True)
+    for with_photos in (False, True)
 }
 
 GET_REVIEW = f"SELECT {_REVIEW_COLUMNS} FROM reviews WHERE id = $1 AND NOT reported"
 
 LIST_PHOTOS = "SELECT id, review_id, url FROM reviews_photos WHERE review_id = any($1::bigint[]) ORDER BY id"
-
-COUNT_RATINGS = """
-    SELECT rating, recommend, count(*) AS reviews
-    FROM reviews
-    WHERE product_id = $1 AND NOT reported
-    GROUP BY rating, recommend
-    ORDER BY rating
-"""
-
-# The response is keyed by name, so when two characteristics of a product share one (the export has
-# such products) the lowest id wins. round(..., 16) prints exactly 16 decimals whatever the mean;
-# avg() alone prints 20 when the mean is a whole number.
-CHARACTERISTIC_MEANS = """
-    SELECT name, id, value
-    FROM (
-        SELECT DISTINCT ON (c.name)
-            c.name,
-            c.id,
-            (SELECT round(avg(cr.value), 16)::text
-             FROM characteristic_reviews AS cr
-             JOIN reviews AS r ON r.id = cr.review_id
-             WHERE cr.characteristic_id = c.id AND NOT r.reported) AS value
-        FROM characteristics AS c
-        WHERE c.product_id = $1
-        ORDER BY c.name, c.id
-    ) AS named
-    ORDER BY id
-"""
 
 # A product is known when it has characteristics or reviews (reported ones too).
 KNOWN_PRODUCT = """
@@ -114,8 +96,12 @@ REPORT = "UPDATE reviews SET reported = true WHERE id = $1 RETURNING id"
 
 async def list_reviews(pool: asyncpg.Pool, query: ReviewsQuery) -> list[Json]:
     offset = (query.page - 1) * query.count
+    statement = LIST_REVIEWS[query.sort, bool(query.ratings), query.with_photos]
+    args: list[Any] = [query.product_id, query.count, offset]
+    if query.ratings:
+        args.append(list(query.ratings))
     async with pool.acquire() as conn:
-        rows = await conn.fetch(LIST_REVIEWS[query.sort], query.product_id, query.count, offset)
+        rows = await conn.fetch(statement, *args)
         photos = await _photos(conn, [row["id"] for row in rows])
     return [_review(row, photos[row["id"]]) for row in rows]
 
@@ -127,27 +113,6 @@ async def get_review(pool: asyncpg.Pool, review_id: int) -> Json:
             raise ReviewNotFound(review_id)
         photos = await _photos(conn, [review_id])
     return _review(row, photos[review_id])
-
-
-async def product_meta(pool: asyncpg.Pool, product_id: int) -> Json:
-    async with pool.acquire() as conn:
-        # One snapshot, so the counts and the means describe the same set of reviews.
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
-            counts = await conn.fetch(COUNT_RATINGS, product_id)
-            means = await conn.fetch(CHARACTERISTIC_MEANS, product_id)
-    ratings: dict[str, int] = defaultdict(int)
-    recommended: dict[str, int] = {}
-    if counts:  # both keys whenever there is a review: a missing one made widgets show "NaN%"
-        recommended = {"false": 0, "true": 0}
-    for row in counts:
-        ratings[str(row["rating"])] += row["reviews"]
-        recommended["true" if row["recommend"] else "false"] += row["reviews"]
-    return {
-        "product_id": str(product_id),
-        "ratings": {stars: str(n) for stars, n in ratings.items()},
-        "recommended": {key: str(n) for key, n in recommended.items()},
-        "characteristics": {row["name"]: {"id": row["id"], "value": row["value"]} for row in means},
-    }
 
 
 async def create_review(pool: asyncpg.Pool, draft: ReviewDraft, date: datetime) -> int:

@@ -21,6 +21,9 @@ INT64_MAX = 2**63 - 1  # review and characteristic ids are bigints
 # ASCII digits only: int() would also take " 5", "+5", "5_0" and other scripts' digits.
 _POSITIVE_INTEGER = re.compile(r"0*([1-9][0-9]*)")
 
+_STARS = frozenset("12345")
+MAX_BATCH_PRODUCTS = 100  # GET /reviews/meta/batch: one listing page's worth of products
+
 
 class Sort(enum.StrEnum):
     NEWEST = "newest"
@@ -29,6 +32,8 @@ class Sort(enum.StrEnum):
 
 
 _SORTS = tuple(sort.value for sort in Sort)
+DEFAULT_PAGE = 1
+DEFAULT_COUNT = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,20 +42,33 @@ class ReviewsQuery:
     page: int  # one-based
     count: int
     sort: Sort
+    ratings: tuple[int, ...] = ()  # only reviews with these stars; () for every review
+    with_photos: bool = False  # only reviews with at least one photo
 
 
 def reviews_query(query: MultiMapping[str], max_count: int) -> ReviewsQuery:
     errors: list[FieldError] = []
     product_id = _query_integer(query, "product_id", None, INT32_MAX, errors)
-    page = _query_integer(query, "page", 1, INT32_MAX, errors)
-    count = _query_integer(query, "count", 5, max_count, errors)
+    page = _query_integer(query, "page", DEFAULT_PAGE, INT32_MAX, errors)
+    count = _query_integer(query, "count", DEFAULT_COUNT, max_count, errors)
     sort = _query_value(query, "sort", Sort.RELEVANT.value, errors)
     if sort is not None and sort not in _SORTS:
         errors.append(FieldError("sort", f"must be one of {', '.join(_SORTS)}"))
+    ratings = _query_stars(query, "rating", errors)
+    with_photos = _query_value(query, "with_photos", "false", errors)
+    if with_photos is not None and with_photos not in ("true", "false"):
+        errors.append(FieldError("with_photos", "must be true or false"))
     if errors:
         raise InvalidInput(errors)
     assert product_id is not None and page is not None and count is not None and sort is not None
-    return ReviewsQuery(product_id, page, count, Sort(sort))
+    return ReviewsQuery(
+        product_id,
+        page,
+        count,
+        Sort(sort),
+        ratings=ratings,
+        with_photos=with_photos == "true",
+    )
 
 
 def meta_query(query: MultiMapping[str]) -> int:
@@ -60,6 +78,25 @@ def meta_query(query: MultiMapping[str]) -> int:
     if product_id is None:
         raise InvalidInput(errors)
     return product_id
+
+
+def meta_batch_query(query: MultiMapping[str]) -> list[int]:
+    """The product_ids of GET /reviews/meta/batch, in the order given, repeats kept."""
+    errors: list[FieldError] = []
+    product_ids: list[int] = []
+    raw = _query_value(query, "product_ids", None, errors)
+    if raw is not None:
+        values = [positive_integer(text) for text in raw.split(",")]
+        product_ids = [value for value in values if value is not None]
+        if len(product_ids) < len(values):
+            errors.append(FieldError("product_ids", "must be a comma-separated list of positive integers"))
+        elif max(product_ids) > INT32_MAX:
+            errors.append(FieldError("product_ids", f"must each be at most {INT32_MAX}"))
+        elif len(product_ids) > MAX_BATCH_PRODUCTS:
+            errors.append(FieldError("product_ids", f"must list at most {MAX_BATCH_PRODUCTS} ids"))
+    if errors:
+        raise InvalidInput(errors)
+    return product_ids
 
 
 def review_id(text: str) -> int:
@@ -92,6 +129,20 @@ def _query_value(
             errors.append(FieldError(name, "is required"))
         return default
     return values[0]
+
+
+def _query_stars(query: MultiMapping[str], name: str, errors: list[FieldError]) -> tuple[int, ...]:
+    """A comma-separated list of stars, sorted and without repeats; () when the parameter is absent."""
+    if name not in query:
+        return ()
+    raw = _query_value(query, name, None, errors)
+    if raw is None:
+        return ()
+    stars = raw.split(",")
+    if not all(star in _STARS for star in stars):
+        errors.append(FieldError(name, "must be a comma-separated list of stars from 1 to 5"))
+        return ()
+    return tuple(sorted({int(star) for star in stars}))
 
 
 def _query_integer(

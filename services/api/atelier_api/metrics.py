@@ -1,0 +1,80 @@
+"""The Prometheus metrics of one app: requests, latency, requests in flight and the database pool.
+
+Each app has its own CollectorRegistry, so tests can build many apps in one process and a scrape
+sees only its own app. Label values stay bounded: routes are the route table's templates (or
+`unmatched`), methods the standard ones (or `other`), statuses HTTP codes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import asyncpg
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+# A request takes about a millisecond; the buckets resolve that and still show a slow tail.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# An idle connection is handed out in microseconds; waiting for one means the pool is too small.
+ACQUIRE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+
+
+class Metrics:
+    def __init__(self, pool: Callable[[], asyncpg.Pool | None]) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "atelier_http_requests",
+            "HTTP requests answered, by method, route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "atelier_http_request_duration_seconds",
+            "Time from receiving a request to having its response, by method and route template.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "atelier_http_requests_in_flight", "Requests being handled now.", registry=self.registry
+        )
+        self.pool_acquire_wait = Histogram(
+            "atelier_db_pool_acquire_wait_seconds",
+            "Time spent waiting for a database connection from the pool.",
+            buckets=ACQUIRE_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(PoolCollector(pool))
+        ProcessCollector(registry=self.registry)  # CPU, memory, open files of this process
+
+    def exposition(self, accept: str) -> tuple[bytes, str]:
+        """The registry in the format the scraper's Accept header asks for, and its content type."""
+        encode, content_type = choose_encoder(accept)
+        return encode(self.registry), content_type
+
+
+class PoolCollector(Collector):
+    """The pool's sizes, read at scrape time (asyncpg keeps them; nothing to update per request)."""
+
+    def __init__(self, pool: Callable[[], asyncpg.Pool | None]) -> None:
+        self.pool = pool
+
+    def collect(self) -> Iterable[Metric]:
+        pool = self.pool()
+        if pool is None or pool.is_closing():  # not started yet, or stopped
+            return
+        yield GaugeMetricFamily(
+            "atelier_db_pool_connections", "Open connections in the pool.", value=pool.get_size()
+        )
+        yield GaugeMetricFamily(
+            "atelier_db_pool_idle_connections",
+            "Open connections in the pool not lent to a request.",
+            value=pool.get_idle_size(),
+        )
+        yield GaugeMetricFamily(
+            "atelier_db_pool_max_connections",
+            "Most connections the pool may open (DB_POOL_MAX_SIZE).",
+            value=pool.get_max_size(),
+        )

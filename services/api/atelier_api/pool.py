@@ -1,0 +1,71 @@
+"""The database pool: asyncpg's, with every acquire() timed into a histogram.
+
+Every statement goes through acquire() (Pool.fetchval and friends call it too), so the histogram
+shows how long requests queue for a connection: the first sign that DB_POOL_MAX_SIZE is too small.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from types import TracebackType
+from typing import Any
+
+import asyncpg
+from prometheus_client import Histogram
+
+
+class InstrumentedPool(asyncpg.Pool):
+    __slots__ = ("_acquire_wait",)
+
+    def __init__(
+        self, dsn: str, *, acquire_wait: Histogram, min_size: int, max_size: int, **connect_kwargs: Any
+    ) -> None:
+        # asyncpg.create_pool's defaults, spelled out: create_pool always builds a plain Pool.
+        super().__init__(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            max_queries=50_000,
+            max_inactive_connection_lifetime=300.0,
+            loop=None,
+            connection_class=asyncpg.Connection,
+            record_class=asyncpg.Record,
+            **connect_kwargs,
+        )
+        self._acquire_wait = acquire_wait
+
+    def acquire(self, *, timeout: float | None = None) -> TimedAcquire:
+        return TimedAcquire(super().acquire(timeout=timeout), self._acquire_wait)
+
+
+class TimedAcquire:
+    """asyncpg's acquire context (`async with pool.acquire()` or `await pool.acquire()`), timed."""
+
+    __slots__ = ("_context", "_wait")
+
+    def __init__(self, context: Any, wait: Histogram) -> None:
+        self._context = context
+        self._wait = wait
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        start = time.perf_counter()
+        try:
+            return await self._context.__aenter__()
+        finally:  # a wait that ended in a timeout counts too
+            self._wait.observe(time.perf_counter() - start)
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._context.__aexit__(exc_type, exc, tb)
+
+    def __await__(self) -> Generator[Any, None, asyncpg.Connection]:
+        return self._timed().__await__()
+
+    async def _timed(self) -> asyncpg.Connection:
+        start = time.perf_counter()
+        try:
+            return await self._context
+        finally:
+            self._wait.observe(time.perf_counter() - start)
