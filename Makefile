@@ -9,7 +9,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 -include .env
 export
 
-.PHONY: up serve down test lint format load install nginx chromium help
+.PHONY: up serve down test lint format load install nginx chromium help bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -46,3 +46,6 @@ format: install  ## apply ruff's fixes and formatting
 
 load: install  ## full-scale export (~1M products) generated into .data/full and loaded; then `make serve`
 	@$(PY) scripts/stack.py load-full
+
+bench: install  ## benchmarks at full scale (never in CI): the loader against raw COPY; see docs/benchmarks.md
+	@$(PY) bench/etl.py
