@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -102,8 +102,13 @@ def envsubst(template: str, values: dict[str, str]) -> str:
     return re.sub(r"\$\{([A-Z][A-Z0-9_]*)\}", value, template)
 
 
-def render_nginx(prefix: Path, ports: list[int], http_port: int) -> None:
-    """The shared server template, plus a local main config, into nginx's prefix folder."""
+def render_nginx(
+    prefix: Path, ports: list[int], http_port: int, overrides: Mapping[str, str] | None = None
+) -> None:
+    """The shared server template, plus a local main config, into nginx's prefix folder.
+
+    `overrides` replaces settings read from the environment (tests render an nginx of their own with,
+    say, a low rate limit or short client timeouts)."""
     for sub in ("conf.d", "logs", "tmp"):
         (prefix / sub).mkdir(parents=True, exist_ok=True)
     values = {
@@ -113,11 +118,12 @@ def render_nginx(prefix: Path, ports: list[int], http_port: int) -> None:
         ),
         "NGINX_RATE_LIMIT": setting("NGINX_RATE_LIMIT", "1000r/s"),
         "NGINX_RATE_BURST": setting("NGINX_RATE_BURST", "2000"),
+        "NGINX_CLIENT_TIMEOUT": setting("NGINX_CLIENT_TIMEOUT", "10s"),
         "NGINX_ACCESS_LOG": str(prefix / "logs" / "access.log"),
         "NGINX_METRICS_ACCESS": setting("NGINX_METRICS_ACCESS", "deny all"),
         "NGINX_WORKERS": setting("NGINX_WORKERS", "auto"),
         "NGINX_MIME_TYPES": setting("NGINX_MIME_TYPES", "/etc/nginx/mime.types"),
-    }
+    } | dict(overrides or {})
     server = (NGINX_DIR / "templates" / "default.conf.template").read_text()
     (prefix / "conf.d" / "default.conf").write_text(envsubst(server, values))
     (prefix / "nginx.conf").write_text(envsubst((NGINX_DIR / "nginx.local.conf").read_text(), values))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from atelier_etl.schema import apply_schema, schema_files
+from atelier_etl.schema import REQUESTS_FILE, apply_schema, schema_files, schema_sql
 
 
 @pytest.fixture
@@ -19,7 +19,14 @@ async def conn(make_database):
 def test_files_apply_in_init_order():
     names = [path.name for path in schema_files()]
     assert names == sorted(names)
-    assert names[:3] == ["01-tables.sql", "02-constraints.sql", "03-indexes.sql"]
+    assert names[:4] == ["01-tables.sql", "02-constraints.sql", "03-indexes.sql", "04-requests.sql"]
+
+
+async def test_the_request_tables_file_applies_again_without_change(conn):
+    """The loader applies 04-requests.sql after every load: it must be idempotent."""
+    await conn.execute("INSERT INTO helpful_votes (request_id, review_id) VALUES ('r-1', 1)")
+    await conn.execute(schema_sql(REQUESTS_FILE))
+    assert await conn.fetchval("SELECT count(*) FROM helpful_votes") == 1
 
 
 async def test_tables_keys_and_indexes_exist(conn):
@@ -29,7 +36,14 @@ async def test_tables_keys_and_indexes_exist(conn):
             "SELECT relname FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace"
         )
     }
-    assert tables == {"reviews", "reviews_photos", "characteristics", "characteristic_reviews"}
+    assert tables == {
+        "reviews",
+        "reviews_photos",
+        "characteristics",
+        "characteristic_reviews",
+        "helpful_votes",
+        "idempotency_keys",
+    }
     constraints = {
         r["conname"]
         for r in await conn.fetch("SELECT conname FROM pg_constraint WHERE contype IN ('p', 'f')")

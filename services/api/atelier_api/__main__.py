@@ -1,16 +1,16 @@
-"""`atelier-api`: read the environment, run the application."""
+"""`atelier-api`: read the environment, run the application until SIGTERM, drain it (serve.py)."""
 
 from __future__ import annotations
 
-import logging
+import asyncio
 import sys
 
 import uvloop
-from aiohttp import web
 
-from atelier_api import logs
+from atelier_api import logs, pool_log
 from atelier_api.app import DatabaseUnreachable, create_app
 from atelier_api.config import Config, ConfigError
+from atelier_api.serve import serve
 
 
 def main() -> None:
@@ -19,19 +19,11 @@ def main() -> None:
     except ConfigError as error:
         sys.exit(f"atelier-api: {error}")
     logs.configure(config.log_level, replica=config.replica_name)
+    pool_log.quiet_floor_retries()
     try:
-        # A uvloop loop handed to run_app: same effect as uvloop.install(), which Python 3.12+ deprecates.
-        logging.getLogger("atelier_api").info(
-            "%s serving on http://%s:%d", config.replica_name, config.api_host, config.api_port
-        )
-        web.run_app(
-            create_app(config),
-            host=config.api_host,
-            port=config.api_port,
-            loop=uvloop.new_event_loop(),
-            print=None,
-            access_log=None,  # the app logs one JSON line per request itself (observability.py)
-        )
+        # asyncio.Runner with uvloop's loop: the same effect as uvloop.install(), which 3.12+ deprecates.
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(serve(create_app(config), config))
     except DatabaseUnreachable as error:
         sys.exit(f"atelier-api: {error}")
 

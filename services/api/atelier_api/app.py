@@ -42,8 +42,10 @@ def create_app(config: Config, *, clock: Clock = utc_now) -> web.Application:
 
 
 async def name_the_replica(request: web.Request, response: web.StreamResponse) -> None:
-    """Every response says which replica served it, so a balanced deployment can be observed."""
+    """Every response says which replica served it, so a balanced deployment can be observed, and
+    forbids MIME sniffing (a browser must not run a JSON error or a docs asset as something else)."""
     response.headers["X-Replica"] = request.app[CONFIG_KEY].replica_name
+    response.headers["X-Content-Type-Options"] = "nosniff"
 
 
 async def database_pool(app: web.Application) -> AsyncIterator[None]:

@@ -7,7 +7,7 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 T = TypeVar("T")
 
@@ -15,6 +15,14 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # product_id and page are Postgres integers; keeping count below 2**31 too keeps (page - 1) * count, the
 # OFFSET, inside a bigint.
 INT32_MAX = 2**31 - 1
+
+ENVIRONMENTS = ("development", "production")
+# Database passwords that appear in examples and documentation (ours and the usual ones). In production
+# the API and the loader refuse them, and an empty one, so a copied example never becomes a deployment's
+# secret. atelier_etl.environment holds the same list for the loader (a test keeps the two equal).
+EXAMPLE_PASSWORDS = frozenset(
+    {"change-me", "changeme", "postgres", "password", "secret", "example", "atelier", "admin"}
+)
 
 
 class ConfigError(ValueError):
@@ -33,6 +41,8 @@ class Config:
     max_body_bytes: int = 65536
     log_level: str = "INFO"
     replica_name: str = ""  # names this process in the X-Replica header; the host name by default
+    environment: str = "development"  # "production" refuses example secrets
+    shutdown_timeout: float = 8.0  # seconds in-flight requests get to finish after SIGTERM
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -45,11 +55,17 @@ class Config:
             db_pool_min_size=env.get("DB_POOL_MIN_SIZE", 1, _bounded_int(0, 1000)),
             db_pool_max_size=env.get("DB_POOL_MAX_SIZE", 10, _bounded_int(1, 1000)),
             db_command_timeout=env.get("DB_COMMAND_TIMEOUT", 5.0, _positive_seconds),
+            shutdown_timeout=env.get("SHUTDOWN_TIMEOUT", 8.0, _positive_seconds),
             reviews_max_count=env.get("REVIEWS_MAX_COUNT", 1_000_000, _bounded_int(1, INT32_MAX)),
             max_body_bytes=env.get("MAX_BODY_BYTES", 65536, _bounded_int(1024, 2**30)),
             log_level=env.get("LOG_LEVEL", "INFO", _log_level),
             replica_name=env.get("REPLICA_NAME", socket.gethostname(), str),
+            environment=env.get("ATELIER_ENV", "development", _environment),
         )
+        if config.environment == "production" and database_url:
+            problem = weak_password_problem(database_url)
+            if problem:
+                env.problems.append(problem)
         if config.db_pool_min_size > config.db_pool_max_size:
             env.problems.append(
                 f"DB_POOL_MIN_SIZE ({config.db_pool_min_size}) must not exceed "
@@ -85,6 +101,25 @@ def _database_url(raw: str) -> str:
     if urlsplit(raw).scheme not in ("postgres", "postgresql"):
         raise ValueError("must be a postgresql:// URL")
     return raw
+
+
+def weak_password_problem(database_url: str) -> str | None:
+    """Why DATABASE_URL's password is unfit for production (empty, or an example value), or None."""
+    try:
+        password = unquote(urlsplit(database_url).password or "")
+    except ValueError:
+        password = None
+    if not password:
+        return "DATABASE_URL has no password, which ATELIER_ENV=production refuses"
+    if password.lower() in EXAMPLE_PASSWORDS:
+        return "DATABASE_URL's password is an example value, which ATELIER_ENV=production refuses"
+    return None
+
+
+def _environment(raw: str) -> str:
+    if raw.lower() not in ENVIRONMENTS:
+        raise ValueError(f"must be one of {', '.join(ENVIRONMENTS)}")
+    return raw.lower()
 
 
 def _bounded_int(low: int, high: int) -> Callable[[str], int]:

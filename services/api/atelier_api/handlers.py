@@ -7,8 +7,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from atelier_api import readiness, review_draft, reviews, summaries, validation
+from atelier_api import idempotency, readiness, review_draft, reviews, summaries, validation, votes
 from atelier_api.keys import CLOCK_KEY, CONFIG_KEY, METRICS_KEY, POOL_KEY
+from atelier_api.observability import request_id
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
@@ -39,15 +40,23 @@ async def product_meta_batch(request: web.Request) -> web.Response:
 
 
 async def create_review(request: web.Request) -> web.Response:
-    draft = review_draft.parse(validation.json_object(await request.read()))
-    review_id = await reviews.create_review(request.app[POOL_KEY], draft, request.app[CLOCK_KEY]())
+    key = idempotency.key_of(request.headers)
+    payload = validation.json_object(await request.read())
+    draft = review_draft.parse(payload)
+    claim = idempotency.Claim(key, idempotency.request_hash(payload)) if key is not None else None
+    created = await reviews.create_review(request.app[POOL_KEY], draft, request.app[CLOCK_KEY](), claim)
+    headers = {"Location": f"/reviews/{created.review_id}"}
+    if created.replayed:
+        headers[idempotency.REPLAYED_HEADER] = "true"
     # Storefront clients look for the text "Created".
-    return web.Response(status=201, text="Created", headers={"Location": f"/reviews/{review_id}"})
+    return web.Response(status=201, text="Created", headers=headers)
 
 
 async def mark_helpful(request: web.Request) -> web.Response:
+    """Counted once per request id: nginx's retry on another replica, or the client's own retry with
+    its X-Request-Id, is acknowledged again without counting again (votes.py)."""
     review_id = validation.review_id(request.match_info["review_id"])
-    await reviews.mark_helpful(request.app[POOL_KEY], review_id)
+    await votes.mark_helpful(request.app[POOL_KEY], review_id, request_id(request))
     return web.Response(status=204)
 
 

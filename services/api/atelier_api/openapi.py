@@ -12,7 +12,9 @@ from typing import Any
 
 import orjson
 
+from atelier_api.idempotency import REPLAYED_HEADER
 from atelier_api.openapi_components import HTTP_LINE_LIMIT, Json, components, json_content, ref, response
+from atelier_api.votes import VOTE_RETENTION
 
 # The Swagger UI files GET /docs/static/{asset} serves (openapi_ui_bundles), with their media types.
 DOCS_ASSETS = {
@@ -64,6 +66,7 @@ ERROR_RESPONSES = {
     "500": "InternalError",
     "503": "DatabaseUnavailable",
 }
+VOTE_RETENTION_HOURS = int(VOTE_RETENTION.total_seconds() // 3600)
 # What any request that reads or writes the database may meet.
 DATABASE_ERRORS = ("500", "503")
 
@@ -108,18 +111,22 @@ def _review_paths() -> Json:
                 "Post a review",
                 {
                     "201": response(
-                        "Stored with its photos and characteristic ratings, in one transaction.",
+                        "Stored with its photos and characteristic ratings, in one transaction; or, with "
+                        "an Idempotency-Key already used with this body, the replay of that first answer.",
                         {"text/plain": {"schema": {"type": "string", "const": "Created"}}},
                         {
                             "Location": {
                                 "description": "Where the new review is.",
                                 "required": True,
                                 "schema": {"type": "string", "pattern": "^/reviews/[1-9][0-9]*$"},
-                            }
+                            },
+                            REPLAYED_HEADER: ref("headers", REPLAYED_HEADER),
                         },
                     ),
                     **_errors("400", "413", "422", *DATABASE_ERRORS),
+                    "409": ref("responses", "RequestInProgress"),
                 },
+                parameters=_parameters("idempotency_key"),
                 requestBody={"required": True, "content": json_content(ref("schemas", "NewReview"))},
             ),
         },
@@ -170,7 +177,14 @@ def _review_paths() -> Json:
                 "markHelpful",
                 "reviews",
                 "One more helpful vote",
-                {"204": response("Counted."), **_errors("404", *DATABASE_ERRORS)},
+                {
+                    "204": response(
+                        "Counted, once per request id: a retry with the same X-Request-Id (nginx's on "
+                        f"another replica, or the caller's own within {VOTE_RETENTION_HOURS} hours) is "
+                        "acknowledged, not counted again."
+                    ),
+                    **_errors("404", *DATABASE_ERRORS),
+                },
                 parameters=with_review_id,
             )
         },

@@ -4,10 +4,12 @@ responses. Every limit is taken from the code that enforces it or from the app's
 from __future__ import annotations
 
 import inspect
+from datetime import timedelta
 from typing import Any
 
 from aiohttp.web_protocol import RequestHandler
 
+from atelier_api import idempotency
 from atelier_api.review_draft import MAX_PHOTO_URL_LENGTH, MAX_PHOTOS, MAX_RATING, MIN_RATING, TEXT_LENGTHS
 from atelier_api.validation import DEFAULT_COUNT, DEFAULT_PAGE, INT32_MAX, INT64_MAX, MAX_BATCH_PRODUCTS, Sort
 
@@ -44,6 +46,10 @@ def response(description: str, content: Json | None = None, headers: Json | None
 
 def error(description: str, headers: Json | None = None) -> Json:
     return response(description, json_content(ref("schemas", "Error")), headers)
+
+
+def _hours(duration: timedelta) -> int:
+    return int(duration.total_seconds() // 3600)
 
 
 def _integer(low: int, high: int, **extra: Any) -> Json:
@@ -124,6 +130,23 @@ def parameters(max_count: int) -> Json:
             style="form",
             explode=False,
         ),
+        "idempotency_key": {
+            "name": idempotency.HEADER,
+            "in": "header",
+            "required": False,
+            "description": "Extension: makes a retry safe. The same key with the same body within "
+            f"{_hours(idempotency.KEY_RETENTION)} hours replays the first `201` (with "
+            f"`{idempotency.REPLAYED_HEADER}: true`) and stores nothing; with another body, `422`; while "
+            "the first request is still running, `409`. Only a `201` is remembered: after a `4xx` or "
+            f"`5xx` the key is free. 1 to {idempotency.MAX_KEY_LENGTH} printable ASCII characters.",
+            "schema": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": idempotency.MAX_KEY_LENGTH,
+                "pattern": idempotency.KEY_PATTERN,
+                "examples": ["5b2c0d6e-6f4a-4d5b-9a47-0c1e2f3a4b5c"],
+            },
+        },
         "review_id": {
             "name": "review_id",
             "in": "path",
@@ -298,6 +321,12 @@ HEADERS = {
         "required": True,
         "schema": {"type": "string", "pattern": REQUEST_ID},
     },
+    idempotency.REPLAYED_HEADER: {
+        "description": f"`true` when this is the replay of an earlier request with the same "
+        f"{idempotency.HEADER}: nothing was stored now.",
+        "required": False,
+        "schema": {"type": "string", "const": "true"},
+    },
     "Retry-After": {
         "description": "Seconds to wait before trying again.",
         "required": True,
@@ -331,6 +360,11 @@ def responses(max_body_bytes: int) -> Json:
         "InternalError": error("An unexpected failure; the body says nothing of it."),
         "DatabaseUnavailable": error(
             "The database is unreachable: try again after Retry-After seconds.", retry_after
+        ),
+        "RequestInProgress": error(
+            f"A request with the same {idempotency.HEADER} is still running: try again after "
+            "Retry-After seconds (its outcome is then replayed, or the key is free).",
+            retry_after,
         ),
         "NotReady": error(
             "Not ready: `details` says why (`database`: `unreachable` or `no data loaded`).", retry_after

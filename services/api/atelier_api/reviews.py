@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
+from atelier_api import idempotency
 from atelier_api.errors import ReviewNotFound
 from atelier_api.review_draft import ReviewDraft
 from atelier_api.validation import ReviewsQuery, Sort
@@ -83,13 +85,6 @@ INSERT_CHARACTERISTIC_RATINGS = """
     FROM unnest($2::bigint[], $3::smallint[]) AS given (characteristic_id, value)
 """
 
-# Saturates at the column's maximum rather than failing the request.
-MARK_HELPFUL = """
-    UPDATE reviews SET helpfulness = helpfulness + (helpfulness < 2147483647)::int
-    WHERE id = $1
-    RETURNING id
-"""
-
 # Idempotent: reporting a reported review matches the row and changes nothing.
 REPORT = "UPDATE reviews SET reported = true WHERE id = $1 RETURNING id"
 
@@ -115,14 +110,26 @@ async def get_review(pool: asyncpg.Pool, review_id: int) -> Json:
     return _review(row, photos[review_id])
 
 
-async def create_review(pool: asyncpg.Pool, draft: ReviewDraft, date: datetime) -> int:
+@dataclass(frozen=True, slots=True)
+class Created:
+    review_id: int
+    replayed: bool = False  # an Idempotency-Key's earlier review, nothing stored now
+
+
+async def create_review(
+    pool: asyncpg.Pool, draft: ReviewDraft, date: datetime, key: idempotency.Claim | None = None
+) -> Created:
     """Store a review, its photos and its characteristic ratings in one transaction; return its id.
 
+    With an Idempotency-Key, the key is claimed and recorded in the same transaction, and a key that
+    already created a review with this body gives that review back instead (see idempotency.py).
     Raises InvalidInput listing every broken rule, those of the body and those the database decides.
     """
     if draft.product_id is None:  # nothing to look up: report the body's errors without a round trip
         draft.complete(product_known=False, product_characteristic_ids=())
     async with pool.acquire() as conn, conn.transaction():
+        if key is not None and (earlier := await idempotency.claim(conn, key)) is not None:
+            return Created(earlier, replayed=True)
         known = await conn.fetchrow(KNOWN_PRODUCT, draft.product_id)
         review = draft.complete(
             product_known=known["has_reviews"] or bool(known["characteristic_ids"]),
@@ -144,12 +151,9 @@ async def create_review(pool: asyncpg.Pool, draft: ReviewDraft, date: datetime) 
         if review.characteristics:
             characteristic_ids, values = zip(*review.characteristics, strict=True)
             await conn.execute(INSERT_CHARACTERISTIC_RATINGS, review_id, characteristic_ids, values)
-    return review_id
-
-
-async def mark_helpful(pool: asyncpg.Pool, review_id: int) -> None:
-    if await pool.fetchval(MARK_HELPFUL, review_id) is None:
-        raise ReviewNotFound(review_id)
+        if key is not None:
+            await idempotency.record(conn, key, review_id)
+    return Created(review_id)
 
 
 async def report(pool: asyncpg.Pool, review_id: int) -> None:

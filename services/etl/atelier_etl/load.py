@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 from rich.console import Console
 
-from atelier_etl import staging
+from atelier_etl import environment, staging
 from atelier_etl.csvsource import CsvFile, InputFileError, read_header
 from atelier_etl.rejects import RejectsReport
 from atelier_etl.report import LoadProgress, PlainProgress, RichProgress, print_summary
@@ -220,6 +220,7 @@ exit codes:
 
 environment:
   DATABASE_URL  postgresql://user:password@host:port/dbname (--database-url overrides it)
+  ATELIER_ENV   development (default) or production: production refuses an empty or example password
 """
 
 
@@ -251,6 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     database_url = args.database_url or os.environ.get("DATABASE_URL")
     if not database_url:
         parser.error("DATABASE_URL is not set (or pass --database-url)")
+    refused = environment.refusal(database_url, os.environ)
+    if refused:
+        return _fail(2, refused, args.json)
     stderr = Console(stderr=True, log_path=False)
     progress: contextlib.AbstractContextManager[LoadProgress | None]
     if args.no_progress:

@@ -18,6 +18,8 @@ _CHECKOUT_SCHEMA_DIR = Path(__file__).resolve().parents[2] / "postgres"
 TABLES_FILE = "01-tables.sql"
 CONSTRAINTS_FILE = "02-constraints.sql"
 INDEXES_FILE = "03-indexes.sql"
+# What the API remembers of requests (helpful votes, idempotency keys): not export data, never staged.
+REQUESTS_FILE = "04-requests.sql"
 
 
 def schema_dir() -> Path:

@@ -12,12 +12,14 @@ Every statement here names its schema; only the schema files rely on the search_
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
 
 from atelier_etl.rows import CHARACTERISTIC_REVIEWS, EXPORT_FILES, REVIEWS_PHOTOS, ExportFile
-from atelier_etl.schema import CONSTRAINTS_FILE, INDEXES_FILE, TABLES_FILE, schema_sql
+from atelier_etl.schema import CONSTRAINTS_FILE, INDEXES_FILE, REQUESTS_FILE, TABLES_FILE, schema_sql
+from atelier_etl.summary import LoadError
 
 SCHEMA = "atelier_load"
 SERVED_SCHEMA = "public"
@@ -25,6 +27,10 @@ TABLES = tuple(export_file.table for export_file in EXPORT_FILES)
 # One loader at a time per database: a second one would drop the first one's staging schema.
 ADVISORY_LOCK_KEY = 0x6174656C_6C6F6164  # "atelload"
 _REJECTS_PAGE = 10_000
+# The switch's lock waits: short tries with pauses between them (see switch()).
+SWITCH_LOCK_TIMEOUT_MS = 1000
+SWITCH_PAUSE_SECONDS = 0.5
+SWITCH_ATTEMPTS = 120
 
 # A load runs long statements; sorts, hashes and index builds over millions of rows like memory.
 SESSION_SETTINGS = """
@@ -198,14 +204,31 @@ async def build_keys_and_indexes(conn: asyncpg.Connection) -> None:
 
 
 async def switch(conn: asyncpg.Connection) -> None:
-    """Serve the staged tables instead of the current ones, in one transaction."""
-    async with conn.transaction():
-        # Waiting behind a long API transaction would queue every request behind the switch.
-        await conn.execute("SET LOCAL lock_timeout = '60s'")
-        for table in TABLES:
-            await conn.execute(f"DROP TABLE IF EXISTS {SERVED_SCHEMA}.{table} CASCADE")
-            await conn.execute(f"ALTER TABLE {SCHEMA}.{table} SET SCHEMA {SERVED_SCHEMA}")
-        await conn.execute(DROP_SCHEMA)
+    """Serve the staged tables instead of the current ones, in one transaction.
+
+    The API's request tables (04-requests.sql: helpful votes, idempotency keys) are not export data:
+    they stay, and are created in `public` when missing (the file is idempotent), so a fresh database
+    has them once loaded.
+    """
+    # While the switch waits for a table lock, PostgreSQL queues every later reader of that table behind
+    # it. So it waits briefly (well under the API's DB_COMMAND_TIMEOUT), gives way, and tries again.
+    for attempt in range(1, SWITCH_ATTEMPTS + 1):
+        try:
+            async with conn.transaction():
+                await conn.execute(f"SET LOCAL lock_timeout = '{SWITCH_LOCK_TIMEOUT_MS}ms'")
+                for table in TABLES:
+                    await conn.execute(f"DROP TABLE IF EXISTS {SERVED_SCHEMA}.{table} CASCADE")
+                    await conn.execute(f"ALTER TABLE {SCHEMA}.{table} SET SCHEMA {SERVED_SCHEMA}")
+                await conn.execute(DROP_SCHEMA)
+                await conn.execute(f"SET LOCAL search_path TO {SERVED_SCHEMA}")
+                await conn.execute(schema_sql(REQUESTS_FILE))
+            return
+        except asyncpg.LockNotAvailableError:
+            if attempt == SWITCH_ATTEMPTS:
+                raise LoadError(
+                    f"the served tables stayed busy for {SWITCH_ATTEMPTS} attempts; nothing was switched"
+                ) from None
+            await asyncio.sleep(SWITCH_PAUSE_SECONDS)
 
 
 async def drop(conn: asyncpg.Connection) -> None:

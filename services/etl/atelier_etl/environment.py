@@ -1,0 +1,31 @@
+"""ATELIER_ENV for the loader: in production it refuses a DATABASE_URL whose password is empty or an
+example value, exactly as the API does (atelier_api.config; the ETL image does not carry the API, so the
+rule is repeated here and a test keeps the two lists equal)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import unquote, urlsplit
+
+ENVIRONMENTS = ("development", "production")
+EXAMPLE_PASSWORDS = frozenset(
+    {"change-me", "changeme", "postgres", "password", "secret", "example", "atelier", "admin"}
+)
+
+
+def refusal(database_url: str, environ: Mapping[str, str]) -> str | None:
+    """Why the loader must not run with these settings, in one line, or None."""
+    environment = environ.get("ATELIER_ENV", "").strip().lower() or "development"
+    if environment not in ENVIRONMENTS:
+        return f"ATELIER_ENV={environment!r} is invalid: must be one of {', '.join(ENVIRONMENTS)}"
+    if environment != "production":
+        return None
+    try:
+        password = unquote(urlsplit(database_url).password or "")
+    except ValueError:
+        password = ""
+    if not password:
+        return "DATABASE_URL has no password, which ATELIER_ENV=production refuses"
+    if password.lower() in EXAMPLE_PASSWORDS:
+        return "DATABASE_URL's password is an example value, which ATELIER_ENV=production refuses"
+    return None

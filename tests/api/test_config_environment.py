@@ -1,0 +1,85 @@
+"""ATELIER_ENV: development by default; production refuses an empty or example database password, with
+one clear line that names the problem and never the password. The loader applies the same rule."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from atelier_api import config as api_config
+from atelier_api.config import Config, ConfigError
+from atelier_etl import environment as etl_environment
+
+STRONG = "postgresql://atelier:Zq8-not-an-example-9Lk@db:5432/atelier"
+
+
+def test_development_is_the_default_and_takes_any_password() -> None:
+    assert Config.from_env({"DATABASE_URL": "postgresql://u:postgres@h/db"}).environment == "development"
+    assert Config.from_env({"DATABASE_URL": "postgresql://u@h/db"}).environment == "development"
+
+
+def test_production_takes_a_real_password() -> None:
+    config = Config.from_env({"DATABASE_URL": STRONG, "ATELIER_ENV": "Production"})
+
+    assert config.environment == "production"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://atelier@db:5432/atelier",
+        "postgresql://atelier:@db:5432/atelier",
+        "postgresql://db/atelier",
+        *(
+            f"postgresql://atelier:{password}@db:5432/atelier"
+            for password in sorted(api_config.EXAMPLE_PASSWORDS)
+        ),
+        "postgresql://atelier:CHANGE-ME@db/atelier",
+        "postgresql://atelier:change%2Dme@db/atelier",  # percent-encoded is the same password
+    ],
+)
+def test_production_refuses_an_empty_or_example_password(url: str) -> None:
+    with pytest.raises(ConfigError, match="ATELIER_ENV=production refuses") as raised:
+        Config.from_env({"DATABASE_URL": url, "ATELIER_ENV": "production"})
+
+    message = str(raised.value)
+    assert "\n" not in message
+    userinfo = url.partition("://")[2].partition("@")[0]
+    assert userinfo not in message  # the URL's credentials are never echoed
+
+    assert etl_environment.refusal(url, {"ATELIER_ENV": "production"}) is not None
+
+
+def test_an_unknown_environment_is_named() -> None:
+    with pytest.raises(ConfigError, match="ATELIER_ENV='staging' is invalid: must be one of development"):
+        Config.from_env({"DATABASE_URL": STRONG, "ATELIER_ENV": "staging"})
+
+    assert "ATELIER_ENV" in (etl_environment.refusal(STRONG, {"ATELIER_ENV": "staging"}) or "")
+
+
+def test_the_api_and_the_loader_refuse_the_same_passwords() -> None:
+    assert api_config.EXAMPLE_PASSWORDS == etl_environment.EXAMPLE_PASSWORDS
+    assert api_config.ENVIRONMENTS == etl_environment.ENVIRONMENTS
+    assert etl_environment.refusal(STRONG, {"ATELIER_ENV": "production"}) is None
+    assert etl_environment.refusal("postgresql://u@h/db", {}) is None
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [sys.executable, "-m", "atelier_api"],
+        [sys.executable, "-m", "atelier_etl.load", "--data", "/nonexistent"],
+    ],
+)
+def test_the_commands_refuse_to_start_with_one_line(command: list[str]) -> None:
+    env = {"PATH": "/usr/bin:/bin", "ATELIER_ENV": "production"}
+    env["DATABASE_URL"] = "postgresql://atelier:change-me@127.0.0.1:1/atelier"
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "example value" in lines[0] and "ATELIER_ENV=production" in lines[0]
+    assert "change-me" not in lines[0]

@@ -1,0 +1,129 @@
+"""Exact counters through the local stack: helpful votes through nginx while a replica is SIGKILLed, and
+Idempotency-Key retries through nginx. nginx passes a failed PUT helpful to the next replica with the
+same X-Request-Id, and the API counts a request id once (services/api/atelier_api/votes.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import aiohttp
+import asyncpg
+import pytest
+
+from tests.e2e.balanced import new_review
+from tests.e2e.conftest import LocalStack
+
+VICTIM = "api-3"
+VOTES = 1_000
+WORKERS = 50
+KILL_AFTER = 300  # votes answered before the victim is killed: mid-run
+
+
+@pytest.fixture
+async def http(local_stack: LocalStack):
+    # One connection per worker, so nginx sees 50 requests at once.
+    async with aiohttp.ClientSession(
+        local_stack.url, connector=aiohttp.TCPConnector(limit=WORKERS)
+    ) as session:
+        yield session
+
+
+@pytest.fixture
+async def review_id(http: aiohttp.ClientSession) -> int:
+    """A new review of product 1 (every generated export gives it characteristics)."""
+    async with http.get("/reviews/meta", params={"product_id": 1}) as r:
+        meta = await r.json()
+    product = {"id": 1, "characteristics": [c["id"] for c in meta["characteristics"].values()]}
+    async with http.post("/reviews", json=new_review(product, summary="Exact counters")) as r:
+        assert r.status == 201, await r.text()
+        return int(r.headers["Location"].removeprefix("/reviews/"))
+
+
+async def helpfulness(local_stack: LocalStack, review_id: int) -> int:
+    conn = await asyncpg.connect(local_stack.database_url)
+    try:
+        return await conn.fetchval("SELECT helpfulness FROM reviews WHERE id = $1", review_id)  # type: ignore[no-any-return]
+    finally:
+        await conn.close()
+
+
+async def test_1000_concurrent_votes_count_exactly_while_a_replica_is_killed(
+    local_stack: LocalStack, http: aiohttp.ClientSession, review_id: int
+) -> None:
+    before = await helpfulness(local_stack, review_id)
+    statuses: list[int] = []
+    upstreams: list[str] = []  # nginx's X-Upstream: every replica tried, comma-separated
+    victim = local_stack.replicas[VICTIM]
+    queue = iter(range(VOTES))
+
+    async def worker() -> None:
+        for _ in queue:  # shared: 1,000 votes in all
+            async with http.put(f"/reviews/{review_id}/helpful") as r:
+                await r.read()
+                statuses.append(r.status)
+                upstreams.append(r.headers.get("X-Upstream", ""))
+
+    workers = [asyncio.create_task(worker()) for _ in range(WORKERS)]
+    try:
+        async with asyncio.timeout(60):
+            while len(statuses) < KILL_AFTER:
+                await asyncio.sleep(0.005)
+        victim.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(victim.wait, 10)
+        await asyncio.wait_for(asyncio.gather(*workers), timeout=120)
+    finally:
+        for task in workers:
+            task.cancel()
+        if local_stack.replicas[VICTIM].poll() is not None:
+            await asyncio.to_thread(local_stack.start_replica, VICTIM, local_stack.replica_ports[VICTIM])
+            await asyncio.to_thread(local_stack.wait_for_replicas)
+
+    retried = sum("," in upstream for upstream in upstreams)
+    print(
+        f"\n{VOTES} votes, {WORKERS} workers: {retried} passed to another replica after {VICTIM} was killed"
+    )
+    assert len(statuses) == VOTES
+    assert {status: statuses.count(status) for status in set(statuses)} == {204: VOTES}
+    assert retried > 0, "no vote was retried on another replica: the kill did not land mid-run"
+    assert await helpfulness(local_stack, review_id) == before + VOTES
+
+
+async def test_a_client_retry_with_its_request_id_counts_once(
+    local_stack: LocalStack, http: aiohttp.ClientSession, review_id: int
+) -> None:
+    before = await helpfulness(local_stack, review_id)
+    for _ in range(3):
+        async with http.put(f"/reviews/{review_id}/helpful", headers={"X-Request-Id": "e2e-vote-once"}) as r:
+            assert r.status == 204
+    assert await helpfulness(local_stack, review_id) == before + 1
+
+
+async def test_idempotency_key_through_the_balancer(
+    local_stack: LocalStack, http: aiohttp.ClientSession
+) -> None:
+    """Concurrent retries of one keyed POST reach several replicas: one review, the others replay or 409."""
+    async with http.get("/reviews/meta", params={"product_id": 2}) as r:
+        meta = await r.json()
+    product = {"id": 2, "characteristics": [c["id"] for c in meta["characteristics"].values()]}
+    body = new_review(product, summary="Posted once")
+    headers = {"Idempotency-Key": "e2e-order-1"}
+
+    async def post() -> tuple[int, str | None, str | None]:
+        async with http.post("/reviews", json=body, headers=headers) as r:
+            await r.read()
+            return r.status, r.headers.get("Location"), r.headers.get("Idempotent-Replayed")
+
+    async with asyncio.timeout(30):
+        answers = await asyncio.gather(*(post() for _ in range(20)))
+        answers.append(await post())  # after all of them: a replay
+    assert {status for status, _, _ in answers} <= {201, 409}, answers
+    created = [(location, replayed) for status, location, replayed in answers if status == 201]
+    assert [replayed for _, replayed in created].count(None) == 1
+    assert len({location for location, _ in created}) == 1 and answers[-1][2] == "true"
+
+    conn = await asyncpg.connect(local_stack.database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM reviews WHERE summary = 'Posted once'") == 1
+    finally:
+        await conn.close()

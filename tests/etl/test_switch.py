@@ -1,0 +1,69 @@
+"""The switch gives way to the served tables' readers: it waits for its locks only briefly, retries, and
+gives up cleanly (nothing switched, the previous data served) when the tables stay busy."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from atelier_etl import staging
+from atelier_etl.load import load
+from atelier_etl.summary import LoadError
+from tests.etl.loadfiles import review, write_export
+
+
+@pytest.fixture
+def db_url(make_database):
+    return make_database("switch")
+
+
+async def served_review_ids(url: str) -> list[int]:
+    conn = await asyncpg.connect(url)
+    try:
+        return [r["id"] for r in await conn.fetch("SELECT id FROM public.reviews ORDER BY id")]
+    finally:
+        await conn.close()
+
+
+async def test_a_switch_blocked_by_a_reader_retries_then_completes(db_url, tmp_path, monkeypatch):
+    await load(db_url, write_export(tmp_path / "old", reviews=[review(1)]))
+    monkeypatch.setattr(staging, "SWITCH_LOCK_TIMEOUT_MS", 100)
+    monkeypatch.setattr(staging, "SWITCH_PAUSE_SECONDS", 0.05)
+
+    reader = await asyncpg.connect(db_url)
+    transaction = reader.transaction()
+    await transaction.start()
+    await reader.fetch("SELECT count(*) FROM public.reviews")  # holds ACCESS SHARE until it ends
+    new_load = asyncio.create_task(load(db_url, write_export(tmp_path / "new", reviews=[review(2)])))
+    try:
+        # While the switch keeps trying, another reader is never queued behind it for long.
+        for _ in range(5):
+            other = await asyncpg.connect(db_url)
+            try:
+                assert await other.fetchval("SELECT count(*) FROM public.reviews", timeout=5) == 1
+            finally:
+                await other.close()
+    finally:
+        await transaction.rollback()
+        await reader.close()
+    await asyncio.wait_for(new_load, timeout=30)
+    assert await served_review_ids(db_url) == [2]
+
+
+async def test_a_switch_that_never_gets_its_locks_changes_nothing(db_url, tmp_path, monkeypatch):
+    await load(db_url, write_export(tmp_path / "old", reviews=[review(1)]))
+    monkeypatch.setattr(staging, "SWITCH_LOCK_TIMEOUT_MS", 50)
+    monkeypatch.setattr(staging, "SWITCH_PAUSE_SECONDS", 0.01)
+    monkeypatch.setattr(staging, "SWITCH_ATTEMPTS", 3)
+
+    reader = await asyncpg.connect(db_url)
+    try:
+        async with reader.transaction():
+            await reader.fetch("SELECT count(*) FROM public.reviews")
+            with pytest.raises(LoadError, match="stayed busy"):
+                await load(db_url, write_export(tmp_path / "new", reviews=[review(2)]))
+    finally:
+        await reader.close()
+    assert await served_review_ids(db_url) == [1]
