@@ -1,4 +1,5 @@
 """Small factories that insert rows directly, as the loader would; each returns the new row's id.
+`review_body` builds a valid POST /reviews body.
 
 Ids come from the tables' identity sequences unless given; after giving ids, `advance_sequences` moves
 the sequences past them, as the loader does after a load.
@@ -7,6 +8,7 @@ the sequences past them, as the loader does after a load.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
@@ -103,3 +105,17 @@ async def advance_sequences(conn: asyncpg.Connection) -> None:
             f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), coalesce(max(id), 0) + 1, false) "
             f"FROM {table}"
         )
+
+
+def review_body(product_id: int, /, **fields: Any) -> dict[str, Any]:
+    """A valid POST /reviews body for `product_id`; `fields` replace or add keys."""
+    return {
+        "product_id": product_id,
+        "rating": 4,
+        "summary": "Fits well",
+        "body": "These fit exactly as described and have held up after many washes.",
+        "recommend": True,
+        "name": "jackson11",
+        "email": "jackson11@example.com",
+        **fields,
+    }

@@ -25,6 +25,7 @@ from atelier_api.config import Config
 from atelier_api.idempotency import KEY_RETENTION
 from tests.api import factories
 from tests.api.conftest import NOW
+from tests.api.factories import review_body
 
 Client = TestClient[web.Request, web.Application]
 PRODUCT = 70
@@ -40,18 +41,8 @@ async def characteristic_id(db: asyncpg.Connection) -> int:
 
 
 def new_review(characteristic_id: int, **fields: Any) -> dict[str, Any]:
-    return {
-        "product_id": PRODUCT,
-        "rating": 4,
-        "summary": "Fits well",
-        "body": "These fit exactly as described and have held up after many washes.",
-        "recommend": True,
-        "name": "jackson11",
-        "email": "jackson11@example.com",
-        "photos": ["https://img.example/1.jpg"],
-        "characteristics": {str(characteristic_id): 3},
-        **fields,
-    }
+    extras = {"photos": ["https://img.example/1.jpg"], "characteristics": {str(characteristic_id): 3}}
+    return review_body(PRODUCT, **(extras | fields))
 
 
 async def post(client: Client, body: Any, key: str | None) -> tuple[int, dict[str, str], Any]:

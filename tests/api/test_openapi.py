@@ -26,6 +26,7 @@ from atelier_api.app import create_app
 from atelier_api.config import Config
 from tests.api import factories
 from tests.api.conftest import NOW
+from tests.api.factories import review_body
 from tests.api.test_outage import DatabaseProxy
 
 Client = TestClient[web.Request, web.Application]
@@ -195,18 +196,11 @@ async def catalog(db: asyncpg.Connection) -> dict[str, int]:
 
 
 def new_review(catalog: dict[str, int], **fields: Any) -> dict[str, Any]:
-    return {
-        "product_id": catalog["product"],
-        "rating": 4,
-        "summary": "Fits well",
-        "body": "These fit exactly as described and have held up after many washes.",
-        "recommend": True,
-        "name": "jackson11",
-        "email": "jackson11@example.com",
+    extras = {
         "photos": ["https://images.example/2.jpg"],
         "characteristics": {str(catalog["characteristic"]): 5},
-        **fields,
     }
+    return review_body(catalog["product"], **(extras | fields))
 
 
 @pytest.mark.parametrize("path", ["/reviews", "/reviews/"])

@@ -12,21 +12,13 @@ from aiohttp.test_utils import TestClient
 
 from tests.api import factories
 from tests.api.conftest import NOW, NOW_JSON
+from tests.api.factories import review_body
 
 Client = TestClient[web.Request, web.Application]
 
 
 def new_review(product_id: int, **fields: Any) -> dict[str, Any]:
-    return {
-        "product_id": product_id,
-        "rating": 4,
-        "summary": "Fits well",
-        "body": "These fit exactly as described and have held up after many washes.",
-        "recommend": True,
-        "name": "jackson11",
-        "email": "jackson11@example.com",
-        **fields,
-    }
+    return review_body(product_id, **fields)
 
 
 async def post_review(client: Client, body: dict[str, Any], path: str = "/reviews") -> int:
