@@ -9,7 +9,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 -include .env
 export
 
-.PHONY: up serve down test lint format load install nginx chromium help bench
+.PHONY: up serve down test lint format load install nginx chromium help bench chaos
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -49,3 +49,6 @@ load: install  ## full-scale export (~1M products) generated into .data/full and
 
 bench: install  ## benchmarks at full scale (never in CI): the loader against raw COPY; see docs/benchmarks.md
 	@$(PY) bench/etl.py
+
+chaos: install nginx  ## soak: 10 min at 70% of peak through nginx, a replica restarted every minute (~12 min)
+	@$(PY) bench/chaos.py

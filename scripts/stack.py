@@ -13,8 +13,10 @@ lives in $DATA_DIR/pg. The stack runs the same programs the images run: `atelier
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -23,8 +25,10 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the virtualenv's bin, where the services' console scripts are
@@ -65,6 +69,71 @@ def database() -> Iterator[str]:
     finally:
         log("stopping embedded PostgreSQL")
         server.cleanup()
+
+
+# Least privilege: the replicas log in as a role holding only the group role atelier_api's privileges
+# (services/postgres/05-privileges.sql), like compose's API_DB_USER; the loader keeps DATABASE_URL's role.
+API_GROUP_ROLE = "atelier_api"
+LOCAL_API_ROLE = "atelier_api_local"
+
+CAN_CREATE_ROLES = "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user"
+DATA_LOADED = "SELECT to_regclass('reviews') IS NOT NULL"
+# Role names and passwords cannot be parameters of CREATE/ALTER ROLE: the server quotes them (%I, %L).
+CREATE_OR_ALTER_LOGIN = """
+SELECT format(
+    CASE WHEN EXISTS (SELECT FROM pg_roles WHERE rolname = $1)
+         THEN 'ALTER ROLE %I WITH LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %L'
+         ELSE 'CREATE ROLE %I LOGIN PASSWORD %L' END,
+    $1::text, $2::text)
+"""
+GRANT_GROUP = "SELECT format('GRANT %I TO %I', $1::text, $2::text)"
+
+
+def api_login(url: str, role: str = LOCAL_API_ROLE) -> str:
+    """A DATABASE_URL for the API replicas: `url`'s server and database, logged in as `role`, a login role
+    (created, or given a new random password) that is a member of atelier_api and nothing else.
+
+    Applies 05-privileges.sql first when data is loaded (idempotent: `serve` over data loaded before the
+    file existed gets the grants too). When `url`'s role may not create roles (no CREATEROLE), returns
+    `url` itself and says so: the replicas then run with that role's privileges.
+    """
+    # A thread of its own: callers may already run an event loop (async test fixtures).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        login, problem = pool.submit(asyncio.run, _api_login(url, role)).result()
+    if login is None:
+        log(
+            f"{problem}: the API replicas use DATABASE_URL as given, not a least-privileged "
+            f"{API_GROUP_ROLE} login"
+        )
+        return url
+    log(f"the API replicas log in as {role}, a member of {API_GROUP_ROLE} (least privilege)")
+    return login
+
+
+async def _api_login(url: str, role: str) -> tuple[str | None, str]:
+    """(the login's URL, "") or (None, why not)."""
+    import asyncpg
+
+    from atelier_etl.schema import PRIVILEGES_FILE, schema_sql
+
+    conn = await asyncpg.connect(url)
+    try:
+        if not await conn.fetchval(CAN_CREATE_ROLES):
+            return None, "DATABASE_URL's role may not create roles (no CREATEROLE)"
+        if await conn.fetchval(DATA_LOADED):
+            try:
+                await conn.execute(schema_sql(PRIVILEGES_FILE))
+            except asyncpg.InsufficientPrivilegeError as error:
+                return None, f"DATABASE_URL's role may not grant the API's privileges ({error})"
+        password = secrets.token_urlsafe(24)
+        await conn.execute(await conn.fetchval(CREATE_OR_ALTER_LOGIN, role, password))
+        await conn.execute(await conn.fetchval(GRANT_GROUP, API_GROUP_ROLE, role))
+    finally:
+        await conn.close()
+    parts = urlsplit(url)
+    address = parts.netloc.rpartition("@")[2]
+    login = f"{quote(role, safe='')}:{quote(password, safe='')}@{address}"
+    return urlunsplit(parts._replace(netloc=login)), ""
 
 
 def run(args: list[str | Path], env: dict[str, str]) -> None:
@@ -186,9 +255,10 @@ def serve(url: str, processes: list[tuple[str, subprocess.Popen[bytes]]], load_s
         log("loading the sample export")
         run([BIN / "atelier-load", "--data", sample], env)
 
+    api_env = env | {"DATABASE_URL": api_login(url)}
     ports = [base_port + i for i in range(replicas)]
     for i, port in enumerate(ports, start=1):
-        replica_env = env | {"API_HOST": "127.0.0.1", "API_PORT": str(port), "REPLICA_NAME": f"api-{i}"}
+        replica_env = api_env | {"API_HOST": "127.0.0.1", "API_PORT": str(port), "REPLICA_NAME": f"api-{i}"}
         processes.append(start(f"api-{i}", [str(BIN / "atelier-api")], replica_env))
     for (name, process), port in zip(processes, ports, strict=True):
         wait_for_port(port, process, name)

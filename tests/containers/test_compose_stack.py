@@ -54,6 +54,7 @@ def compose(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
         f"HTTP_PORT={free_port()}\n"
         f"LOCUST_PORT={free_port()}\n"
         "POSTGRES_PASSWORD=test-only-password\n"
+        "API_DB_PASSWORD=test-only-api-password\n"
         f"API_REPLICAS={REPLICAS}\n"
         "GENERATE_SAMPLE_PRODUCTS=300\n"
     )

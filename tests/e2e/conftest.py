@@ -1,6 +1,6 @@
 """The local stack for end-to-end tests: the real CLIs load a generated export into a fresh database,
-three real API processes serve it, and a real nginx, rendered from the project's own template by the
-same code `make up` uses, balances them."""
+three real API processes serve it (as a least-privileged role, like `make up`'s), and a real nginx,
+rendered from the project's own template by the same code `make up` uses, balances them."""
 
 from __future__ import annotations
 
@@ -67,7 +67,10 @@ def local_stack(make_database, tmp_path_factory: pytest.TempPathFactory) -> Iter
         [BIN / "atelier-load", "--data", data_dir, "--no-progress"], env=env, check=True, capture_output=True
     )
 
-    running = LocalStack(url="", database_url=database_url, data_dir=data_dir, env=env)
+    # The replicas log in as a least-privileged member of atelier_api, as `make up`'s do; database_url
+    # (the owner, which loaded the data) stays the tests' own connection.
+    replica_env = env | {"DATABASE_URL": stack.api_login(database_url, "atelier_api_e2e")}
+    running = LocalStack(url="", database_url=database_url, data_dir=data_dir, env=replica_env)
     balancer: list[tuple[str, subprocess.Popen[bytes]]] = []
     try:
         for i in (1, 2, 3):

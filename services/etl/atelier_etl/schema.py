@@ -20,6 +20,9 @@ CONSTRAINTS_FILE = "02-constraints.sql"
 INDEXES_FILE = "03-indexes.sql"
 # What the API remembers of requests (helpful votes, idempotency keys): not export data, never staged.
 REQUESTS_FILE = "04-requests.sql"
+# The API role's privileges (group role atelier_api): re-applied by every load's switch, since the
+# switched-in tables are new tables with no grants.
+PRIVILEGES_FILE = "05-privileges.sql"
 
 
 def schema_dir() -> Path:

@@ -18,7 +18,14 @@ from collections.abc import AsyncIterator
 import asyncpg
 
 from atelier_etl.rows import CHARACTERISTIC_REVIEWS, EXPORT_FILES, REVIEWS_PHOTOS, ExportFile
-from atelier_etl.schema import CONSTRAINTS_FILE, INDEXES_FILE, REQUESTS_FILE, TABLES_FILE, schema_sql
+from atelier_etl.schema import (
+    CONSTRAINTS_FILE,
+    INDEXES_FILE,
+    PRIVILEGES_FILE,
+    REQUESTS_FILE,
+    TABLES_FILE,
+    schema_sql,
+)
 from atelier_etl.summary import LoadError
 
 SCHEMA = "atelier_load"
@@ -208,7 +215,8 @@ async def switch(conn: asyncpg.Connection) -> None:
 
     The API's request tables (04-requests.sql: helpful votes, idempotency keys) are not export data:
     they stay, and are created in `public` when missing (the file is idempotent), so a fresh database
-    has them once loaded.
+    has them once loaded. Then 05-privileges.sql grants the API's role (atelier_api) its privileges on
+    the new tables, in the same transaction, so the API never sees the tables without them.
     """
     # While the switch waits for a table lock, PostgreSQL queues every later reader of that table behind
     # it. So it waits briefly (well under the API's DB_COMMAND_TIMEOUT), gives way, and tries again.
@@ -222,6 +230,7 @@ async def switch(conn: asyncpg.Connection) -> None:
                 await conn.execute(DROP_SCHEMA)
                 await conn.execute(f"SET LOCAL search_path TO {SERVED_SCHEMA}")
                 await conn.execute(schema_sql(REQUESTS_FILE))
+                await conn.execute(schema_sql(PRIVILEGES_FILE))
             return
         except asyncpg.LockNotAvailableError:
             if attempt == SWITCH_ATTEMPTS:
