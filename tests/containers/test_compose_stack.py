@@ -11,6 +11,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 
 import aiohttp
@@ -95,7 +96,21 @@ def test_the_etl_completed_and_three_replicas_serve(compose):
     assert len(api_containers(compose)) == REPLICAS
 
 
+def wait_until_locust_reaches_nginx(compose, seconds: float = 30) -> None:
+    """From inside the locust container, as its users will connect: the name resolves and nginx answers."""
+    probe = "import urllib.request; urllib.request.urlopen('http://nginx:8080/healthz', timeout=2)"
+    deadline = time.monotonic() + seconds
+    while True:
+        _, stderr, code = compose.exec_in_container(["python", "-c", probe], service_name="locust")
+        if code == 0:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"locust cannot reach nginx:8080 after {seconds:.0f} s: {stderr[-500:]}")
+        time.sleep(0.5)
+
+
 async def test_the_load_profile_serves_locust_and_its_traffic_succeeds(compose):
+    await asyncio.to_thread(wait_until_locust_reaches_nginx, compose)
     host, port = compose.get_service_host_and_port("locust", 8089)
     async with aiohttp.ClientSession(f"http://{host or '127.0.0.1'}:{port}") as locust:
         async with locust.get("/") as page:
