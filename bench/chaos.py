@@ -46,15 +46,12 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from collections import Counter, deque
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
@@ -263,40 +260,14 @@ async def send(
 # --- The stack ------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def database_server() -> Iterator[str]:
-    url = os.environ.get("CHAOS_DATABASE_URL") or os.environ.get("DATABASE_URL")
-    if url:
-        log("using CHAOS_DATABASE_URL / DATABASE_URL")
-        yield url
-        return
-    pgdata = stack.DATA_DIR / "chaos-pg"
-    pgdata.mkdir(parents=True, exist_ok=True)
-    log(f"starting embedded PostgreSQL in {pgdata}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pgserver
-
-        server = pgserver.get_server(pgdata, cleanup_mode="stop")
-    try:
-        yield server.get_uri()
-    finally:
-        log("stopping embedded PostgreSQL")
-        server.cleanup()
-
-
-def with_database(server_url: str, dbname: str) -> str:
-    return urlunsplit(urlsplit(server_url)._replace(path="/" + dbname))
-
-
 async def fresh_database(server_url: str) -> str:
-    conn = await asyncpg.connect(with_database(server_url, "postgres"), timeout=10)
+    conn = await asyncpg.connect(stack.database_url(server_url, "postgres"), timeout=10)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
         await conn.execute(f'CREATE DATABASE "{DB_NAME}"')
     finally:
         await conn.close()
-    return with_database(server_url, DB_NAME)
+    return stack.database_url(server_url, DB_NAME)
 
 
 async def database_counts(url: str) -> dict[str, int]:
@@ -802,7 +773,10 @@ def main() -> None:
     began = time.monotonic()
     nginx = stack.nginx_binary()
     try:
-        with database_server() as server_url, stack.supervised() as processes:
+        with (
+            stack.database(("CHAOS_DATABASE_URL", "DATABASE_URL"), "chaos-pg") as server_url,
+            stack.supervised() as processes,
+        ):
             db_url = asyncio.run(fresh_database(server_url))
             env = os.environ | {"DATABASE_URL": db_url, "LOG_LEVEL": "WARNING"}
             export = stack.DATA_DIR / f"chaos-export-{args.products}"

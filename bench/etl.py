@@ -23,17 +23,17 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "services" / "etl"))
+sys.path.insert(0, str(ROOT / "scripts"))
+import stack  # noqa: E402  (scripts/stack.py: the local stack behind `make up`)
+
 from atelier_etl.schema import CONSTRAINTS_FILE, INDEXES_FILE, schema_sql  # noqa: E402
 
 FILES = ("characteristics", "reviews", "reviews_photos", "characteristic_reviews")
@@ -48,39 +48,14 @@ CREATE TABLE characteristic_reviews (id bigint, characteristic_id bigint, review
 """
 
 
-def database_url(server_url: str, dbname: str) -> str:
-    return urlunsplit(urlsplit(server_url)._replace(path="/" + dbname))
-
-
-@contextmanager
-def server() -> Iterator[str]:
-    url = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("DATABASE_URL")
-    if url:
-        yield url
-        return
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pgserver
-
-        pgdata = ROOT / os.environ.get("DATA_DIR", ".data") / "bench-pg"
-        pgdata.mkdir(parents=True, exist_ok=True)
-        embedded = pgserver.get_server(pgdata, cleanup_mode="stop")
-    try:
-        yield embedded.get_uri()
-    finally:
-        embedded.cleanup()
-
-
 async def fresh_database(server_url: str, dbname: str) -> str:
-    conn = await asyncpg.connect(database_url(server_url, "postgres"))
+    conn = await asyncpg.connect(stack.database_url(server_url, "postgres"))
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
         await conn.execute(f'CREATE DATABASE "{dbname}"')
     finally:
         await conn.close()
-    return database_url(server_url, dbname)
+    return stack.database_url(server_url, dbname)
 
 
 async def baseline(url: str, export: Path) -> dict[str, float]:
@@ -152,7 +127,7 @@ def main() -> None:
     size = sum((export / f"{name}.csv").stat().st_size for name in FILES)
     warm_page_cache(export)
 
-    with server() as server_url:
+    with stack.database(("BENCH_DATABASE_URL", "DATABASE_URL"), "bench-pg") as server_url:
         print("bench: baseline (raw COPY + the same keys and indexes)", flush=True)
         base = asyncio.run(baseline(asyncio.run(fresh_database(server_url, "bench_baseline")), export))
         print("bench: atelier-load", flush=True)

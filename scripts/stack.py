@@ -49,14 +49,15 @@ def log(message: str) -> None:
 
 
 @contextmanager
-def database() -> Iterator[str]:
-    """DATABASE_URL, or an embedded PostgreSQL for as long as the stack runs."""
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        log("using DATABASE_URL")
-        yield url
-        return
-    pgdata = DATA_DIR / "pg"
+def database(variables: tuple[str, ...] = ("DATABASE_URL",), folder: str = "pg") -> Iterator[str]:
+    """The first of these variables that is set, or an embedded PostgreSQL in $DATA_DIR/<folder> for
+    as long as the block runs (also what the benchmark scripts use)."""
+    for variable in variables:
+        if url := os.environ.get(variable):
+            log(f"using {variable}")
+            yield url
+            return
+    pgdata = DATA_DIR / folder
     pgdata.mkdir(parents=True, exist_ok=True)
     log(f"starting embedded PostgreSQL in {pgdata}")
     with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset: nothing to act on
@@ -69,6 +70,11 @@ def database() -> Iterator[str]:
     finally:
         log("stopping embedded PostgreSQL")
         server.cleanup()
+
+
+def database_url(server_url: str, dbname: str) -> str:
+    """The URL of database `dbname` on the server of `server_url` (same host, port, role, options)."""
+    return urlunsplit(urlsplit(server_url)._replace(path="/" + dbname))
 
 
 # Least privilege: the replicas log in as a role holding only the group role atelier_api's privileges
