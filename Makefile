@@ -47,8 +47,8 @@ format: install  ## apply ruff's fixes and formatting
 load: install  ## full-scale export (~1M products) generated into .data/full and loaded; then `make serve`
 	@$(PY) scripts/stack.py load-full
 
-bench: install  ## benchmarks at full scale (never in CI): the loader against raw COPY; see docs/benchmarks.md
-	@$(PY) bench/etl.py
+bench: install nginx  ## benchmarks (never in CI): the loader against raw COPY, HTTP against static; docs/benchmarks.md
+	@$(PY) bench/etl.py && $(PY) bench/http.py
 
 chaos: install nginx  ## soak: 10 min at 70% of peak through nginx, a replica restarted every minute (~12 min)
 	@$(PY) bench/chaos.py

@@ -1,0 +1,373 @@
+"""HTTP: the API through nginx against the static limit of the same topology, measured in the same run.
+Part of `make bench`; loopback only, bounded in time.
+
+    .venv/bin/python bench/http.py                       # 100,000 products (about 3 minutes)
+    .venv/bin/python bench/http.py --products 1000011    # full scale (the generate + load take longer)
+
+It starts a stack of its own, with bench/chaos.py's code: PostgreSQL, a generated export of --products
+products loaded by the real loader into a fresh database `atelier_bench_http`, three `atelier-api`
+replicas logged in as a least-privileged role, and nginx rendered from the project's template with its
+rate limit lifted (a single client would otherwise meet the per-client limit).
+
+The baseline is the same topology with the application taken out: three extra nginx processes (one
+worker each, like the three single-process replicas) that answer every GET from a file, and a second
+copy of the SAME load balancer config (rendered from the same template, keepalive included) in front of
+them. The two files have the mean size of real responses, measured first from a sample of the mix:
+`/reviews/meta` paths get the meta file, other GETs the reviews file, writes an empty 204. Each file is
+a real response of about that size, padded or cut to the mean, so nginx's gzip works alike on both.
+
+Both load balancers get the same closed-loop generator (bench/chaos.py's: the realistic mix, ~70%
+GET /reviews, 25% /reviews/meta, 5% writes, Zipf-skewed product ids) at rising concurrency, the static
+and the API step in turn. A peak is the best throughput of a step with no error. Then an open-loop run
+at 70% of the API's peak gives the p99 at that rate. Targets (issue 7): API peak >= 0.5x the static peak
+(first milestone 0.25x), p99 <= 25 ms at 70% of the API peak, 0 errors. The load generator runs on the
+same cores as nginx, the replicas and PostgreSQL, so each limit is the whole machine's.
+
+Results: bench/results/http.json. PostgreSQL is BENCH_DATABASE_URL or DATABASE_URL (a role that may
+CREATE DATABASE), else an embedded server in $DATA_DIR/bench-pg. Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This file is named http.py: its folder must not come first on sys.path, or `import http` (aiohttp's,
+# the standard library's) would find this script. bench/ goes last, for bench/chaos.py.
+BENCH = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH] + [str(BENCH)]
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import random  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+from typing import Any  # noqa: E402
+
+import aiohttp  # noqa: E402
+import asyncpg  # noqa: E402
+import chaos  # noqa: E402  (bench/chaos.py: traffic mix, closed-loop ramp, stack start-up)
+from chaos import ROOT, Stats, Traffic, ms, percentile, stack  # noqa: E402
+
+DB_NAME = "atelier_bench_http"
+SAMPLE = 400  # real responses measured for the file sizes
+OPEN_LOOP_LOAD = 0.7
+MAX_IN_FLIGHT = 256
+
+STATIC_CONF = """\
+worker_processes 1;
+pid nginx.pid;
+error_log logs/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    types {{ }}
+    default_type application/json;
+    sendfile on;
+    tcp_nopush on;
+    access_log off;
+    keepalive_timeout 65;
+    keepalive_requests 10000;
+    client_body_temp_path tmp/client_body;
+    proxy_temp_path tmp/proxy;
+    fastcgi_temp_path tmp/fastcgi;
+    uwsgi_temp_path tmp/uwsgi;
+    scgi_temp_path tmp/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {www};
+        if ($request_method !~ ^(GET|HEAD)$) {{ return 204; }}
+        location /reviews/meta {{ try_files /meta.json =500; }}
+        location / {{ try_files /reviews.json =500; }}
+    }}
+}}
+"""
+
+
+def log(message: str) -> None:
+    print(f"http: {message}", flush=True)
+
+
+async def fresh_database(server_url: str) -> str:
+    conn = await asyncpg.connect(stack.database_url(server_url, "postgres"), timeout=10)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+    finally:
+        await conn.close()
+    return stack.database_url(server_url, DB_NAME)
+
+
+def start_nginx(
+    nginx: str, prefix: Path, name: str, port: int, processes: list[Any], env: dict[str, str]
+) -> None:
+    command = [nginx, "-p", str(prefix), "-c", "nginx.conf", "-g", "daemon off;"]
+    check = subprocess.run([*command, "-t"], capture_output=True, text=True, check=False)
+    if check.returncode != 0:
+        raise SystemExit(f"http: nginx refused the configuration of {name}:\n{check.stderr}")
+    processes.append(stack.start(name, command, env))
+    stack.wait_for_port(port, processes[-1][1], name)
+
+
+def static_stack(
+    nginx: str, prefix: Path, files: dict[str, bytes], processes: list[Any], env: dict[str, str]
+) -> str:
+    """Three static nginx servers and a copy of the project's load balancer in front of them."""
+    www = prefix / "www"
+    www.mkdir(parents=True, exist_ok=True)
+    for name, body in files.items():
+        (www / name).write_bytes(body)
+    ports = [chaos.free_port() for _ in range(chaos.REPLICAS)]
+    for i, port in enumerate(ports, start=1):
+        server = prefix / f"static-{i}"
+        for sub in ("logs", "tmp"):
+            (server / sub).mkdir(parents=True, exist_ok=True)
+        (server / "nginx.conf").write_text(STATIC_CONF.format(port=port, www=www))
+        start_nginx(nginx, server, f"static-{i}", port, processes, env)
+    http_port = chaos.free_port()
+    stack.render_nginx(prefix / "lb", ports, http_port, chaos.UNLIMITED)
+    start_nginx(nginx, prefix / "lb", "static-lb", http_port, processes, env)
+    return f"http://127.0.0.1:{http_port}"
+
+
+async def sample_sizes(session: aiohttp.ClientSession, base: str, traffic: Traffic) -> dict[str, Any]:
+    """Mean uncompressed size of real /reviews and /reviews/meta answers of the mix, and a file of each."""
+    bodies: dict[str, list[bytes]] = {"reviews": [], "meta": []}
+    for _ in range(SAMPLE * 8):  # bounded: the mix is ~25% meta
+        if min(len(b) for b in bodies.values()) >= SAMPLE:
+            break
+        request = traffic.next_request()
+        if request.kind not in bodies or len(bodies[request.kind]) >= SAMPLE:
+            continue
+        async with session.get(base + request.path, headers={"Accept-Encoding": "identity"}) as response:
+            body = await response.read()
+            if response.status != 200:
+                raise SystemExit(f"http: {request.path} answered {response.status} while sampling sizes")
+        bodies[request.kind].append(body)
+        traffic.learn(request, body)
+    sizes: dict[str, Any] = {}
+    for kind, sample in bodies.items():
+        mean = round(sum(len(b) for b in sample) / len(sample))
+        nearest = min(sample, key=lambda b: abs(len(b) - mean))
+        sizes[kind] = {
+            "samples": len(sample),
+            "mean_bytes": mean,
+            "min_bytes": min(len(b) for b in sample),
+            "max_bytes": max(len(b) for b in sample),
+            "file": (nearest + b" " * mean)[:mean],
+        }
+    return sizes
+
+
+async def open_loop(
+    session: aiohttp.ClientSession, base: str, traffic: Traffic, rate: float, seconds: float
+) -> dict[str, Any]:
+    """A fixed rate whatever the answers, at most MAX_IN_FLIGHT in flight (beyond that: shed)."""
+    stats = Stats()
+    in_flight: set[asyncio.Task[None]] = set()
+    end = stats.started + seconds
+    issued = 0
+    try:
+        while (now := time.monotonic()) < end:
+            due = int((now - stats.started) * rate) - issued
+            for _ in range(due):
+                if len(in_flight) >= MAX_IN_FLIGHT:
+                    stats.shed += 1
+                    continue
+                task = asyncio.create_task(
+                    chaos.send(session, base, traffic.next_request(), stats, traffic, retry=False)
+                )
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+            issued += due
+            await asyncio.sleep(0.002)
+        if in_flight:
+            await asyncio.wait(set(in_flight), timeout=chaos.ATTEMPT_TIMEOUT + 1)
+    finally:
+        for task in in_flight:
+            task.cancel()
+    latencies = [x for values in stats.latency.values() for x in values]
+    return {
+        "rate_rps": round(rate, 1),
+        "seconds": seconds,
+        "requests": sum(stats.outcomes.values()),
+        "achieved_rps": round(sum(stats.outcomes.values()) / seconds, 1),
+        "errors": stats.outcomes["failed"],
+        "shed": stats.shed,
+        "statuses": dict(stats.statuses.most_common()),
+        "p50_ms": ms(percentile(latencies, 0.5)),
+        "p99_ms": ms(percentile(latencies, 0.99)),
+    }
+
+
+def peak_of(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
+    clean = [s for s in steps if s["errors"] == 0]
+    return max(clean, key=lambda s: s["throughput_rps"]) if clean else None
+
+
+async def run(
+    args: argparse.Namespace, nginx: str, api_base: str, processes: list[Any], env: dict[str, str]
+) -> dict[str, Any]:
+    run_id = f"{random.getrandbits(32):08x}"
+    api_traffic = Traffic(args.products, run_id=f"http-{run_id}")
+    connector = aiohttp.TCPConnector(limit=MAX_IN_FLIGHT + 16, ttl_dns_cache=None)
+    timeout = aiohttp.ClientTimeout(total=chaos.ATTEMPT_TIMEOUT)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        log(f"measuring response sizes: {SAMPLE} real answers each of /reviews and /reviews/meta")
+        sizes = await sample_sizes(session, api_base, api_traffic)
+        for kind, size in sizes.items():
+            log(f"  {kind}: mean {size['mean_bytes']} B (min {size['min_bytes']}, max {size['max_bytes']})")
+        files = {"reviews.json": sizes["reviews"]["file"], "meta.json": sizes["meta"]["file"]}
+        static_base = static_stack(nginx, stack.RUN_DIR / "bench-http-static", files, processes, env)
+        log(f"static limit: 3 nginx file servers behind a copy of the load balancer on {static_base}")
+
+        static_traffic = Traffic(args.products, run_id=f"http-static-{run_id}")
+        warm = Stats()
+        for _ in range(200):  # warm both paths; the static one learns ids from the files' contents
+            await chaos.send(session, api_base, api_traffic.next_request(), warm, api_traffic, retry=False)
+            await chaos.send(session, static_base, static_traffic.next_request(), warm, static_traffic, False)
+
+        log(
+            f"closed loop, {args.step_seconds:g} s per step, concurrency {args.steps}; static and API in turn"
+        )
+        ramps: dict[str, list[dict[str, Any]]] = {"static": [], "api": []}
+        for concurrency in args.steps:
+            for name, base, traffic in (
+                ("static", static_base, static_traffic),
+                ("api", api_base, api_traffic),
+            ):
+                log(f"  {name}:")
+                ramps[name] += await chaos.ramp(session, base, traffic, [concurrency], args.step_seconds)
+
+        static_peak, api_peak = peak_of(ramps["static"]), peak_of(ramps["api"])
+        reference = api_peak or max(ramps["api"], key=lambda s: s["throughput_rps"])
+        rate = reference["throughput_rps"] * OPEN_LOOP_LOAD
+        log(
+            f"open loop at {OPEN_LOOP_LOAD:.0%} of the API peak: {rate:.0f} req/s for {args.open_seconds:g} s"
+        )
+        at_70 = await open_loop(session, api_base, api_traffic, rate, args.open_seconds)
+        log(
+            f"  p50 {at_70['p50_ms']} ms  p99 {at_70['p99_ms']} ms  errors {at_70['errors']}  "
+            f"shed {at_70['shed']}"
+        )
+
+    ratio = (
+        round(api_peak["throughput_rps"] / static_peak["throughput_rps"], 3)
+        if api_peak and static_peak
+        else None
+    )
+    errors = sum(s["errors"] for s in ramps["api"]) + at_70["errors"]
+    targets = {
+        "ratio_at_least_0.5": ratio is not None and ratio >= 0.5,
+        "ratio_at_least_0.25_first_milestone": ratio is not None and ratio >= 0.25,
+        "p99_at_70pct_at_most_25ms": at_70["p99_ms"] is not None and at_70["p99_ms"] <= 25.0,
+        "zero_errors": errors == 0 and at_70["shed"] == 0,
+    }
+    return {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()} ({os.cpu_count()} cores)",
+        "note": "the load generator runs on the same cores as nginx, the replicas and PostgreSQL: "
+        "each limit measured is the whole machine's",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "products": args.products,
+        "replicas": chaos.REPLICAS,
+        "nginx_overrides": chaos.UNLIMITED,
+        "sizes": {k: {f: v for f, v in s.items() if f != "file"} for k, s in sizes.items()},
+        "step_seconds": args.step_seconds,
+        "ramp": ramps,
+        "static_peak": static_peak,
+        "api_peak": api_peak,
+        "ratio": ratio,
+        "open_loop_70pct": at_70,
+        "api_errors": errors,
+        "targets": targets,
+    }
+
+
+def print_report(result: dict[str, Any]) -> None:
+    s, a, o = result["static_peak"], result["api_peak"], result["open_loop_70pct"]
+    print()
+    print("  concurrency   static req/s  p50 ms  p99 ms  err    API req/s  p50 ms  p99 ms  err")
+    for st, ap in zip(result["ramp"]["static"], result["ramp"]["api"], strict=True):
+        print(
+            f"  {st['concurrency']:11d}  {st['throughput_rps']:12.1f}  {st['p50_ms']!s:>6}  "
+            f"{st['p99_ms']!s:>6}"
+            f"  {st['errors']:3d}  {ap['throughput_rps']:11.1f}  {ap['p50_ms']!s:>6}  {ap['p99_ms']!s:>6}"
+            f"  {ap['errors']:3d}"
+        )
+    print()
+    print(f"  static peak        {s and s['throughput_rps']} req/s (concurrency {s and s['concurrency']})")
+    print(
+        f"  API peak           {a and a['throughput_rps']} req/s (concurrency {a and a['concurrency']}; "
+        f"p50 {a and a['p50_ms']} ms, p99 {a and a['p99_ms']} ms)"
+    )
+    print(f"  ratio              {result['ratio']}x  (target >= 0.5x; first milestone 0.25x)")
+    print(
+        f"  at 70% of peak     {o['rate_rps']} req/s open loop for {o['seconds']:g} s: p50 {o['p50_ms']} ms, "
+        f"p99 {o['p99_ms']} ms (target <= 25 ms), errors {o['errors']}, shed {o['shed']}"
+    )
+    print(f"  API errors         {result['api_errors']} (target 0)")
+    print(f"  note               {result['note']}")
+    print()
+    for name, ok in result["targets"].items():
+        print(f"  {'PASS' if ok else 'FAIL'}  {name}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--products", type=int, default=100_000, help="products in the generated export")
+    parser.add_argument("--steps", type=int, nargs="+", default=[4, 16, 64], help="closed-loop concurrency")
+    parser.add_argument("--step-seconds", type=float, default=10.0, help="seconds per step and target")
+    parser.add_argument("--open-seconds", type=float, default=15.0, help="seconds of the open-loop run")
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    if not 1 <= args.step_seconds <= 60 or not 1 <= args.open_seconds <= 120:
+        parser.error("--step-seconds must be 1-60 and --open-seconds 1-120")
+    if not 1 <= len(args.steps) <= 8 or not all(1 <= c <= 256 for c in args.steps):
+        parser.error("--steps: 1 to 8 steps, each 1-256")
+
+    signal.signal(signal.SIGINT, stack.interrupt)
+    signal.signal(signal.SIGTERM, stack.interrupt)
+    measure_budget = 2 * len(args.steps) * (args.step_seconds + 20) + args.open_seconds + 120
+    nginx = stack.nginx_binary()
+    try:
+        with (
+            stack.database(("BENCH_DATABASE_URL", "DATABASE_URL"), "bench-pg") as server_url,
+            stack.supervised() as processes,
+        ):
+            db_url = asyncio.run(fresh_database(server_url))
+            env = os.environ | {"DATABASE_URL": db_url, "LOG_LEVEL": "WARNING"}
+            export = stack.DATA_DIR / f"bench-export-{args.products}"
+            stack.generate(export, args.products, env)
+            log(f"loading {args.products:,} products into {DB_NAME}")
+            stack.run([chaos.BIN / "atelier-load", "--data", export, "--no-progress"], env)
+            replica_url = stack.api_login(db_url, "atelier_api_bench")
+            running = chaos.Stack(env | {"DATABASE_URL": replica_url}, processes)
+            api_base = running.up(nginx, stack.RUN_DIR / "bench-http-nginx")
+            log(
+                f"{chaos.REPLICAS} replicas behind nginx on {api_base}; nginx rate limit lifted to "
+                f"{chaos.UNLIMITED['NGINX_RATE_LIMIT']} (burst {chaos.UNLIMITED['NGINX_RATE_BURST']})"
+            )
+            result = asyncio.run(asyncio.wait_for(run(args, nginx, api_base, processes, env), measure_budget))
+    except KeyboardInterrupt:
+        log("interrupted; everything it started is stopped")
+        raise SystemExit(130) from None
+    except TimeoutError:
+        log(f"the measurements overran their {measure_budget:.0f} s budget; stopped")
+        raise SystemExit(1) from None
+
+    print_report(result)
+    args.results.mkdir(parents=True, exist_ok=True)
+    out = args.results / "http.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\n  written to {out}")
+
+
+if __name__ == "__main__":
+    main()
