@@ -8,8 +8,11 @@ own database from `make_database`, so suites never see each other's rows.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +22,21 @@ import asyncpg
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the virtualenv's bin: atelier-generate, atelier-load, atelier-api
+
+
+def generate_and_load(
+    out: Path, database_url: str, *generate_args: str, env: dict[str, str] | None = None
+) -> dict:
+    """The real command lines, end to end: `atelier-generate --out OUT ARGS`, then `atelier-load` of it
+    into `database_url`. Returns the generator's manifest."""
+    environment = (env or dict(os.environ)) | {"DATABASE_URL": database_url}
+    generate = [BIN / "atelier-generate", "--out", out, *generate_args, "--no-progress"]
+    subprocess.run(generate, env=environment, check=True, capture_output=True, timeout=120)
+    loaded = subprocess.run([BIN / "atelier-load", "--data", out, "--no-progress"], env=environment,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert loaded.returncode == 0, loaded.stderr
+    return json.loads((out / "manifest.json").read_text())
 
 
 def database_url(server_url: str, dbname: str) -> str:

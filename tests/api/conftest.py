@@ -16,6 +16,7 @@ from pytest_aiohttp import AiohttpClient
 from atelier_api.app import create_app
 from atelier_api.config import Config
 from atelier_etl.schema import apply_schema
+from tests.api.outages import DatabaseProxy
 
 # The clock every test app stamps new reviews with.
 NOW = datetime(2024, 5, 1, 12, 30, 45, 678901, tzinfo=UTC)
@@ -61,3 +62,13 @@ async def client(
     db: asyncpg.Connection, config: Config, aiohttp_client: AiohttpClient
 ) -> TestClient[web.Request, web.Application]:
     return await aiohttp_client(create_app(config, clock=lambda: NOW))
+
+
+@pytest.fixture
+async def proxy(database_url: str) -> AsyncIterator[DatabaseProxy]:
+    """A TCP proxy to the suite's database, for tests that cut the database off (tests/api/outages.py)."""
+    proxy = DatabaseProxy(database_url)
+    await proxy.start()
+    yield proxy
+    if proxy.server is not None and proxy.server.is_serving():
+        await proxy.stop()

@@ -31,7 +31,7 @@ from atelier_api.config import Config
 from atelier_api.keys import METRICS_KEY, POOL_KEY
 from atelier_api.logs import JsonFormatter
 from tests.api import factories
-from tests.api.test_outage import DatabaseProxy, closed_port, run_api_command
+from tests.api.outages import DatabaseProxy, closed_port, run_api_command
 
 Client = TestClient[web.Request, web.Application]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -199,15 +199,6 @@ async def test_readyz_is_503_on_a_database_without_the_schema(
 ) -> None:
     client = await aiohttp_client(create_app(Config(database_url=make_database("obs_no_schema"))))
     await assert_not_ready(await client.get("/readyz"), "no data loaded")
-
-
-@pytest.fixture
-async def proxy(database_url: str) -> AsyncIterator[DatabaseProxy]:
-    proxy = DatabaseProxy(database_url)
-    await proxy.start()
-    yield proxy
-    if proxy.server is not None and proxy.server.is_serving():
-        await proxy.stop()
 
 
 async def test_readyz_is_503_while_the_database_is_unreachable_and_200_when_it_returns(

@@ -4,7 +4,6 @@ response of the API (successes and errors alike) conforms to: status, media type
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -27,7 +26,7 @@ from atelier_api.config import Config
 from tests.api import factories
 from tests.api.conftest import NOW
 from tests.api.factories import review_body
-from tests.api.test_outage import DatabaseProxy
+from tests.api.outages import DatabaseProxy
 
 Client = TestClient[web.Request, web.Application]
 DOCUMENT_URI = "urn:atelier:openapi"
@@ -378,21 +377,12 @@ async def test_a_request_line_too_long_for_the_http_server(client: Client, docum
     await document.check(response, "GET", "/reviews")
 
 
-@pytest.fixture
-async def outage(database_url: str) -> AsyncIterator[DatabaseProxy]:
-    proxy = DatabaseProxy(database_url)
-    await proxy.start()
-    yield proxy
-    if proxy.server is not None and proxy.server.is_serving():
-        await proxy.stop()
-
-
 async def test_database_unavailable(
-    db: asyncpg.Connection, outage: DatabaseProxy, document: Document, aiohttp_client: AiohttpClient
+    db: asyncpg.Connection, proxy: DatabaseProxy, document: Document, aiohttp_client: AiohttpClient
 ) -> None:
-    config = Config(database_url=outage.url(), db_pool_min_size=1, db_pool_max_size=2, db_command_timeout=2)
+    config = Config(database_url=proxy.url(), db_pool_min_size=1, db_pool_max_size=2, db_command_timeout=2)
     client = await aiohttp_client(create_app(config))
-    await outage.stop()
+    await proxy.stop()
     for method, path, template in [
         ("GET", "/reviews?product_id=1", "/reviews"),
         ("GET", "/reviews/meta/batch?product_ids=1", "/reviews/meta/batch"),

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import BIN, ROOT, generate_and_load
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import stack  # noqa: E402  (scripts/stack.py: the local stack behind `make up`)
 
-BIN = Path(sys.executable).parent
 SAMPLE_PRODUCTS = 300
 
 
@@ -57,15 +56,7 @@ def local_stack(make_database, tmp_path_factory: pytest.TempPathFactory) -> Iter
     database_url = make_database("e2e")
     data_dir = tmp_path_factory.mktemp("export")
     env = os.environ | {"DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"}
-    subprocess.run(
-        [BIN / "atelier-generate", "--out", data_dir, "--products", str(SAMPLE_PRODUCTS), "--no-progress"],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [BIN / "atelier-load", "--data", data_dir, "--no-progress"], env=env, check=True, capture_output=True
-    )
+    generate_and_load(data_dir, database_url, "--products", str(SAMPLE_PRODUCTS), env=env)
 
     # The replicas log in as a least-privileged member of atelier_api, as `make up`'s do; database_url
     # (the owner, which loaded the data) stays the tests' own connection.

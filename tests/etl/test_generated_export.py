@@ -5,9 +5,6 @@ in the rejects report under the kind the generator's manifest counted."""
 from __future__ import annotations
 
 import csv
-import json
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -15,8 +12,8 @@ import asyncpg
 import pytest
 
 from atelier_etl.generate_dirty import KINDS
+from tests.conftest import generate_and_load
 
-BIN = Path(sys.executable).parent
 TABLES = {
     "reviews.csv": "reviews",
     "reviews_photos.csv": "reviews_photos",
@@ -28,34 +25,11 @@ TABLES = {
 @pytest.fixture(scope="module")
 def loaded_export(make_database, tmp_path_factory) -> tuple[Path, str, dict]:
     out = tmp_path_factory.mktemp("dirty-export")
-    subprocess.run(
-        [
-            BIN / "atelier-generate",
-            "--out",
-            out,
-            "--products",
-            "400",
-            "--seed",
-            "7",
-            "--dirty-rate",
-            "0.05",
-            "--bom",
-            "--crlf",
-            "--mixed-booleans",
-            "--no-progress",
-        ],
-        check=True,
-        capture_output=True,
-    )
     url = make_database("generated_export")
-    result = subprocess.run(
-        [BIN / "atelier-load", "--data", out, "--no-progress"],
-        env={"DATABASE_URL": url, "PATH": ""},
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
-    return out, url, json.loads((out / "manifest.json").read_text())
+    flags = ("--products", "400", "--seed", "7", "--dirty-rate", "0.05")
+    quirks = ("--bom", "--crlf", "--mixed-booleans")
+    manifest = generate_and_load(out, url, *flags, *quirks, env={"PATH": ""})
+    return out, url, manifest
 
 
 def test_every_dirty_kind_was_generated(loaded_export):

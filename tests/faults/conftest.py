@@ -9,7 +9,6 @@ import asyncio
 import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-BIN = Path(sys.executable).parent
+from tests.conftest import BIN
 
 
 def free_port() -> int:

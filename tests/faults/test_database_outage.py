@@ -10,9 +10,7 @@ replica must serve again by itself within 5 s, and every acknowledged review mus
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,10 +19,10 @@ import aiohttp
 import asyncpg
 import pytest
 
+from tests.conftest import generate_and_load
 from tests.e2e.balanced import new_review
 from tests.faults.conftest import ApiProcess, eventually
 
-BIN = Path(sys.executable).parent
 COMMAND_TIMEOUT = 2.0  # DB_COMMAND_TIMEOUT of the replicas
 HANG_MARGIN = 3.0  # a failure slower than COMMAND_TIMEOUT + this counts as a hang
 RECOVERY = 5.0  # seconds every replica has to serve again once PostgreSQL is back
@@ -81,14 +79,7 @@ def loaded_postgres(tmp_path: Path) -> Iterator[Postgres]:
     pgdata.mkdir()
     postgres = Postgres(pgdata)
     try:
-        env = os.environ | {"DATABASE_URL": postgres.url}
-        export = tmp_path / "export"
-        commands: list[list[str | Path]] = [
-            [BIN / "atelier-generate", "--out", export, "--products", "50", "--no-progress"],
-            [BIN / "atelier-load", "--data", export, "--no-progress"],
-        ]
-        for command in commands:
-            subprocess.run(command, env=env, check=True, capture_output=True, timeout=60)
+        generate_and_load(tmp_path / "export", postgres.url, "--products", "50")
         yield postgres
     finally:
         postgres.cleanup()

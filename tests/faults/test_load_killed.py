@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,9 +25,9 @@ from pytest_aiohttp import AiohttpClient
 
 from atelier_api.app import create_app
 from atelier_api.config import Config
+from tests.conftest import BIN
 from tests.faults.conftest import eventually
 
-BIN = Path(sys.executable).parent
 TABLES = ("characteristics", "reviews", "reviews_photos", "characteristic_reviews")
 # Big enough that the COPY of reviews.csv lasts long enough to be caught (115,563 reviews).
 BIG_PRODUCTS = 20_000

@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -31,8 +28,8 @@ import asyncpg
 import pytest
 
 from atelier_api import idempotency, readiness, reviews, summaries, votes
+from tests.conftest import generate_and_load
 
-BIN = Path(sys.executable).parent
 PRODUCTS = 100_000
 MODULES: tuple[ModuleType, ...] = (reviews, summaries, votes, idempotency, readiness)
 SQL_STARTS = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")
@@ -220,20 +217,10 @@ def _short(params: tuple[Any, ...]) -> str:
 
 @pytest.fixture(scope="module")
 def planned(make_database, tmp_path_factory) -> Iterator[tuple[Sample, dict[str, list[Planned]]]]:
-    out = tmp_path_factory.mktemp("export-100k")
-    subprocess.run(
-        [BIN / "atelier-generate", "--out", out, "--products", str(PRODUCTS), "--no-progress"],
-        check=True,
-        capture_output=True,
-    )
     url = make_database("query_plans")
-    result = subprocess.run(
-        [BIN / "atelier-load", "--data", out, "--no-progress"],
-        env={"DATABASE_URL": url, "PATH": ""},
-        capture_output=True,
-        text=True,
+    generate_and_load(
+        tmp_path_factory.mktemp("export-100k"), url, "--products", str(PRODUCTS), env={"PATH": ""}
     )
-    assert result.returncode == 0, result.stderr
     # A thread of its own: the module fixture may run where an event loop is already running.
     with ThreadPoolExecutor(max_workers=1) as pool:
         yield pool.submit(asyncio.run, _explain_all(url)).result()
