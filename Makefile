@@ -48,7 +48,7 @@ load: install  ## full-scale export (~1M products) generated into .data/full and
 	@$(PY) scripts/stack.py load-full
 
 bench: install nginx  ## benchmarks (never in CI): the loader against raw COPY, HTTP against static; docs/benchmarks.md
-	@$(PY) bench/etl.py && $(PY) bench/http.py
+	@$(PY) bench/etl.py && $(PY) bench/http_bench.py
 
 chaos: install nginx  ## soak: 10 min at 70% of peak through nginx, a replica restarted every minute (~12 min)
 	@$(PY) bench/chaos.py

@@ -260,16 +260,6 @@ async def send(
 # --- The stack ------------------------------------------------------------------------------------------
 
 
-async def fresh_database(server_url: str) -> str:
-    conn = await asyncpg.connect(stack.database_url(server_url, "postgres"), timeout=10)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-    finally:
-        await conn.close()
-    return stack.database_url(server_url, DB_NAME)
-
-
 async def database_counts(url: str) -> dict[str, int]:
     conn = await asyncpg.connect(url, timeout=10)
     try:
@@ -751,6 +741,34 @@ def print_report(result: dict[str, Any]) -> None:
         print(f"  {'PASS' if ok else 'FAIL'}  {name}")
 
 
+def loaded_stack(
+    server_url: str,
+    processes: list[Any],
+    nginx: str,
+    dbname: str,
+    products: int,
+    name: str,
+    role: str,
+) -> tuple[Stack, str, str]:
+    """A fresh database loaded with a generated export, the replicas logged in as a least-privileged
+    role (as `make up`'s), nginx in front with the rate limit lifted. Returns the running stack, nginx's
+    base URL and the owner's database URL (for loading and counting)."""
+    db_url = asyncio.run(stack.fresh_database(server_url, dbname))
+    env = os.environ | {"DATABASE_URL": db_url, "LOG_LEVEL": "WARNING"}
+    export = stack.DATA_DIR / f"{name}-export-{products}"
+    stack.generate(export, products, env)
+    log(f"loading {products:,} products into {dbname}")
+    stack.run([BIN / "atelier-load", "--data", export, "--no-progress"], env)
+    replica_url = stack.api_login(db_url, role)
+    running = Stack(env | {"DATABASE_URL": replica_url}, processes)
+    base = running.up(nginx, stack.RUN_DIR / f"{name}-nginx")
+    log(
+        f"{REPLICAS} replicas behind nginx on {base}; nginx rate limit lifted to "
+        f"{UNLIMITED['NGINX_RATE_LIMIT']} (burst {UNLIMITED['NGINX_RATE_BURST']})"
+    )
+    return running, base, db_url
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -777,21 +795,8 @@ def main() -> None:
             stack.database(("CHAOS_DATABASE_URL", "DATABASE_URL"), "chaos-pg") as server_url,
             stack.supervised() as processes,
         ):
-            db_url = asyncio.run(fresh_database(server_url))
-            env = os.environ | {"DATABASE_URL": db_url, "LOG_LEVEL": "WARNING"}
-            export = stack.DATA_DIR / f"chaos-export-{args.products}"
-            stack.generate(export, args.products, env)
-            log(f"loading {args.products:,} products into {DB_NAME}")
-            stack.run([BIN / "atelier-load", "--data", export, "--no-progress"], env)
-            # The replicas log in as `make up`'s do: a least-privileged member of atelier_api, when
-            # scripts/stack.py provides one (the owner, db_url, keeps loading and counting).
-            api_login = getattr(stack, "api_login", None)
-            replica_url = api_login(db_url, "atelier_api_chaos") if api_login else db_url
-            running = Stack(env | {"DATABASE_URL": replica_url}, processes)
-            base = running.up(nginx, stack.RUN_DIR / "chaos-nginx")
-            log(
-                f"{REPLICAS} replicas behind nginx on {base}; nginx rate limit raised to "
-                f"{UNLIMITED['NGINX_RATE_LIMIT']} (burst {UNLIMITED['NGINX_RATE_BURST']}) for the soak"
+            running, base, db_url = loaded_stack(
+                server_url, processes, nginx, DB_NAME, args.products, "chaos", "atelier_api_chaos"
             )
             remaining = budget - (time.monotonic() - began)
             result = asyncio.run(asyncio.wait_for(run(args, running, base, db_url), remaining))

@@ -48,16 +48,6 @@ CREATE TABLE characteristic_reviews (id bigint, characteristic_id bigint, review
 """
 
 
-async def fresh_database(server_url: str, dbname: str) -> str:
-    conn = await asyncpg.connect(stack.database_url(server_url, "postgres"))
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{dbname}"')
-    finally:
-        await conn.close()
-    return stack.database_url(server_url, dbname)
-
-
 async def baseline(url: str, export: Path) -> dict[str, float]:
     """Raw COPY into unindexed tables, then the same keys and indexes; seconds per phase."""
     conn = await asyncpg.connect(url)
@@ -129,9 +119,9 @@ def main() -> None:
 
     with stack.database(("BENCH_DATABASE_URL", "DATABASE_URL"), "bench-pg") as server_url:
         print("bench: baseline (raw COPY + the same keys and indexes)", flush=True)
-        base = asyncio.run(baseline(asyncio.run(fresh_database(server_url, "bench_baseline")), export))
+        base = asyncio.run(baseline(asyncio.run(stack.fresh_database(server_url, "bench_baseline")), export))
         print("bench: atelier-load", flush=True)
-        target = asyncio.run(fresh_database(server_url, "bench_load"))
+        target = asyncio.run(stack.fresh_database(server_url, "bench_load"))
         load_seconds, load_rss = timed_child(
             [
                 str(BIN / "atelier-load"),

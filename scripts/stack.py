@@ -77,6 +77,19 @@ def database_url(server_url: str, dbname: str) -> str:
     return urlunsplit(urlsplit(server_url)._replace(path="/" + dbname))
 
 
+async def fresh_database(server_url: str, dbname: str) -> str:
+    """Drop and create database `dbname` on that server (benchmarks); returns its URL."""
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url(server_url, "postgres"), timeout=10)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{dbname}"')
+    finally:
+        await conn.close()
+    return database_url(server_url, dbname)
+
+
 # Least privilege: the replicas log in as a role holding only the group role atelier_api's privileges
 # (services/postgres/05-privileges.sql), like compose's API_DB_USER; the loader keeps DATABASE_URL's role.
 API_GROUP_ROLE = "atelier_api"

@@ -1,8 +1,8 @@
 """HTTP: the API through nginx against the static limit of the same topology, measured in the same run.
 Part of `make bench`; loopback only, bounded in time.
 
-    .venv/bin/python bench/http.py                       # 100,000 products (about 3 minutes)
-    .venv/bin/python bench/http.py --products 1000011    # full scale (the generate + load take longer)
+    .venv/bin/python bench/http_bench.py                       # 100,000 products (about 3 minutes)
+    .venv/bin/python bench/http_bench.py --products 1000011    # full scale (the generate + load take longer)
 
 It starts a stack of its own, with bench/chaos.py's code: PostgreSQL, a generated export of --products
 products loaded by the real loader into a fresh database `atelier_bench_http`, three `atelier-api`
@@ -29,30 +29,23 @@ CREATE DATABASE), else an embedded server in $DATA_DIR/bench-pg. Ctrl-C stops ev
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import signal
+import subprocess
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-# This file is named http.py: its folder must not come first on sys.path, or `import http` (aiohttp's,
-# the standard library's) would find this script. bench/ goes last, for bench/chaos.py.
-BENCH = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH] + [str(BENCH)]
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import random  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from datetime import UTC, datetime  # noqa: E402
-from typing import Any  # noqa: E402
-
-import aiohttp  # noqa: E402
-import asyncpg  # noqa: E402
-import chaos  # noqa: E402  (bench/chaos.py: traffic mix, closed-loop ramp, stack start-up)
-from chaos import ROOT, Stats, Traffic, ms, percentile, stack  # noqa: E402
+import aiohttp
+import chaos  # (bench/chaos.py: traffic mix, closed-loop ramp, stack start-up)
+from chaos import ROOT, Stats, Traffic, ms, percentile, stack
 
 DB_NAME = "atelier_bench_http"
 SAMPLE = 400  # real responses measured for the file sizes
@@ -90,16 +83,6 @@ http {{
 
 def log(message: str) -> None:
     print(f"http: {message}", flush=True)
-
-
-async def fresh_database(server_url: str) -> str:
-    conn = await asyncpg.connect(stack.database_url(server_url, "postgres"), timeout=10)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-    finally:
-        await conn.close()
-    return stack.database_url(server_url, DB_NAME)
 
 
 def start_nginx(
@@ -341,19 +324,10 @@ def main() -> None:
             stack.database(("BENCH_DATABASE_URL", "DATABASE_URL"), "bench-pg") as server_url,
             stack.supervised() as processes,
         ):
-            db_url = asyncio.run(fresh_database(server_url))
-            env = os.environ | {"DATABASE_URL": db_url, "LOG_LEVEL": "WARNING"}
-            export = stack.DATA_DIR / f"bench-export-{args.products}"
-            stack.generate(export, args.products, env)
-            log(f"loading {args.products:,} products into {DB_NAME}")
-            stack.run([chaos.BIN / "atelier-load", "--data", export, "--no-progress"], env)
-            replica_url = stack.api_login(db_url, "atelier_api_bench")
-            running = chaos.Stack(env | {"DATABASE_URL": replica_url}, processes)
-            api_base = running.up(nginx, stack.RUN_DIR / "bench-http-nginx")
-            log(
-                f"{chaos.REPLICAS} replicas behind nginx on {api_base}; nginx rate limit lifted to "
-                f"{chaos.UNLIMITED['NGINX_RATE_LIMIT']} (burst {chaos.UNLIMITED['NGINX_RATE_BURST']})"
+            _, api_base, db_url = chaos.loaded_stack(
+                server_url, processes, nginx, DB_NAME, args.products, "bench", "atelier_api_bench"
             )
+            env = os.environ | {"DATABASE_URL": db_url, "LOG_LEVEL": "WARNING"}
             result = asyncio.run(asyncio.wait_for(run(args, nginx, api_base, processes, env), measure_budget))
     except KeyboardInterrupt:
         log("interrupted; everything it started is stopped")
