@@ -45,6 +45,11 @@ CREATE TABLE reviews (id bigint, product_id integer, rating smallint, date bigin
 CREATE TABLE reviews_photos (id bigint, review_id bigint, url text);
 CREATE TABLE characteristics (id bigint, product_id integer, name text);
 CREATE TABLE characteristic_reviews (id bigint, characteristic_id bigint, review_id bigint, value smallint);
+-- Empty here (the loader computes them): 02/03 name them too.
+CREATE TABLE product_summaries (product_id integer, ratings integer[], recommended integer,
+    not_recommended integer);
+CREATE TABLE characteristic_summaries (characteristic_id bigint, product_id integer, name text,
+    rating_sum bigint, rating_count bigint);
 """
 
 

@@ -41,6 +41,8 @@ async def test_tables_keys_and_indexes_exist(conn):
         "reviews_photos",
         "characteristics",
         "characteristic_reviews",
+        "product_summaries",
+        "characteristic_summaries",
         "helpful_votes",
         "idempotency_keys",
     }
@@ -53,6 +55,8 @@ async def test_tables_keys_and_indexes_exist(conn):
         "reviews_photos_review_fkey",
         "characteristic_reviews_review_fkey",
         "characteristic_reviews_characteristic_fkey",
+        "product_summaries_pkey",
+        "characteristic_summaries_pkey",
     } <= constraints
 
 

@@ -40,3 +40,26 @@ CREATE TABLE characteristic_reviews (
     review_id         bigint   NOT NULL,
     value             smallint NOT NULL CHECK (value BETWEEN 1 AND 5)
 );
+
+-- Per-product summaries (GET /reviews/meta reads one row here and a product's characteristics below,
+-- never the reviews). They are exact aggregates of the tables above: the loader builds them after a load
+-- (services/etl/atelier_etl/summaries.py, which also holds the GROUP BY that `atelier-verify` compares
+-- them with), and every API write that moves them changes them in its own transaction. Reported reviews
+-- count nowhere. A product has a row here once it has a review, reported or not.
+CREATE TABLE product_summaries (
+    product_id      integer   NOT NULL,
+    ratings         integer[] NOT NULL CHECK (cardinality(ratings) = 5 AND 0 <= ALL (ratings)),  -- 1 to 5 stars
+    recommended     integer   NOT NULL CHECK (recommended >= 0),
+    not_recommended integer   NOT NULL CHECK (not_recommended >= 0)
+);
+
+-- One row per characteristic: the sum and the count of its ratings by reviews not reported. The mean the
+-- API prints is round(rating_sum::numeric / rating_count, 16), which is how avg() of a smallint column
+-- computes (numeric division of the int8 sum by the count), so it is exactly round(avg(value), 16).
+CREATE TABLE characteristic_summaries (
+    characteristic_id bigint  NOT NULL,
+    product_id        integer NOT NULL,
+    name              text    NOT NULL,
+    rating_sum        bigint  NOT NULL CHECK (rating_sum >= 0),
+    rating_count      bigint  NOT NULL CHECK (rating_count >= 0)
+);

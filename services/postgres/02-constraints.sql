@@ -4,6 +4,8 @@ ALTER TABLE reviews                ADD CONSTRAINT reviews_pkey                PR
 ALTER TABLE characteristics        ADD CONSTRAINT characteristics_pkey        PRIMARY KEY (id);
 ALTER TABLE reviews_photos         ADD CONSTRAINT reviews_photos_pkey         PRIMARY KEY (id);
 ALTER TABLE characteristic_reviews ADD CONSTRAINT characteristic_reviews_pkey PRIMARY KEY (id);
+ALTER TABLE product_summaries        ADD CONSTRAINT product_summaries_pkey        PRIMARY KEY (product_id);
+ALTER TABLE characteristic_summaries ADD CONSTRAINT characteristic_summaries_pkey PRIMARY KEY (characteristic_id);
 
 ALTER TABLE reviews_photos
     ADD CONSTRAINT reviews_photos_review_fkey

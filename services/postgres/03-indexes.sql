@@ -7,8 +7,11 @@ CREATE INDEX reviews_product_date_idx ON reviews (product_id, date DESC, id DESC
 -- GET /reviews: the photos of one page of reviews.
 CREATE INDEX reviews_photos_review_idx ON reviews_photos (review_id);
 
--- GET /reviews/meta and POST /reviews: a product's characteristics.
+-- POST /reviews: a product's characteristics.
 CREATE INDEX characteristics_product_idx ON characteristics (product_id);
 
--- GET /reviews/meta: the ratings of each characteristic (value included so the average reads the index only).
-CREATE INDEX characteristic_reviews_characteristic_idx ON characteristic_reviews (characteristic_id) INCLUDE (review_id, value);
+-- PUT /reviews/{id}/report: the characteristic ratings of the reported review, taken out of the summaries.
+CREATE INDEX characteristic_reviews_review_idx ON characteristic_reviews (review_id);
+
+-- GET /reviews/meta: a product's characteristic summaries.
+CREATE INDEX characteristic_summaries_product_idx ON characteristic_summaries (product_id);

@@ -14,6 +14,9 @@
 --   reviews_photos          SELECT; INSERT (review_id, url)
 --   characteristic_reviews  SELECT; INSERT (characteristic_id, review_id, value)
 --   characteristics         SELECT
+--   product_summaries       SELECT; INSERT and UPDATE (ratings, recommended, not_recommended): a review's
+--                           upsert of its product's counts
+--   characteristic_summaries SELECT; UPDATE (rating_sum, rating_count)
 --   helpful_votes           SELECT, INSERT, DELETE (expiry); UPDATE (voted_at): a vote's ON CONFLICT DO UPDATE
 --   idempotency_keys        SELECT, INSERT, DELETE (expiry); UPDATE of the stored answer: an expired key's
 --                           ON CONFLICT DO UPDATE
@@ -42,7 +45,8 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON reviews, reviews_photos, characteristics, characteristic_reviews, helpful_votes, idempotency_keys
+REVOKE ALL ON reviews, reviews_photos, characteristics, characteristic_reviews, product_summaries,
+              characteristic_summaries, helpful_votes, idempotency_keys
     FROM PUBLIC, atelier_api;
 
 GRANT SELECT (id, product_id, rating, date, summary, body, recommend, reported, reviewer_name, response,
@@ -59,6 +63,13 @@ GRANT SELECT ON characteristic_reviews TO atelier_api;
 GRANT INSERT (characteristic_id, review_id, value) ON characteristic_reviews TO atelier_api;
 
 GRANT SELECT ON characteristics TO atelier_api;
+
+GRANT SELECT ON product_summaries TO atelier_api;
+GRANT INSERT (product_id, ratings, recommended, not_recommended) ON product_summaries TO atelier_api;
+GRANT UPDATE (ratings, recommended, not_recommended) ON product_summaries TO atelier_api;
+
+GRANT SELECT ON characteristic_summaries TO atelier_api;
+GRANT UPDATE (rating_sum, rating_count) ON characteristic_summaries TO atelier_api;
 
 GRANT SELECT, INSERT, DELETE ON helpful_votes TO atelier_api;
 GRANT UPDATE (voted_at) ON helpful_votes TO atelier_api;

@@ -22,7 +22,10 @@ from tests.api.outages import DatabaseProxy
 NOW = datetime(2024, 5, 1, 12, 30, 45, 678901, tzinfo=UTC)
 NOW_JSON = "2024-05-01T12:30:45.678Z"
 
-TABLES = "reviews, reviews_photos, characteristics, characteristic_reviews, helpful_votes, idempotency_keys"
+TABLES = (
+    "reviews, reviews_photos, characteristics, characteristic_reviews, product_summaries, "
+    "characteristic_summaries, helpful_votes, idempotency_keys"
+)
 
 
 async def _apply_schema(url: str) -> None:

@@ -1,5 +1,6 @@
 """Small factories that insert rows directly, as the loader would; each returns the new row's id.
-`review_body` builds a valid POST /reviews body.
+Like the loader, they then compute the product summaries from the rows (atelier_etl.summaries), so the
+API finds them as after a load. `review_body` builds a valid POST /reviews body.
 
 Ids come from the tables' identity sequences unless given; after giving ids, `advance_sequences` moves
 the sequences past them, as the loader does after a load.
@@ -12,6 +13,8 @@ from typing import Any
 
 import asyncpg
 
+from atelier_etl import summaries
+
 DEFAULT_DATE = datetime(2021, 3, 4, 5, 6, 7, 890000, tzinfo=UTC)
 DEFAULT_BODY = "A long enough review body that says something about the product at hand."
 
@@ -19,7 +22,7 @@ DEFAULT_BODY = "A long enough review body that says something about the product 
 async def characteristic(
     conn: asyncpg.Connection, product_id: int, name: str = "Quality", *, id: int | None = None
 ) -> int:
-    return await conn.fetchval(  # type: ignore[no-any-return]
+    new_id: int = await conn.fetchval(
         """
         INSERT INTO characteristics (id, product_id, name)
         VALUES (coalesce($1, nextval(pg_get_serial_sequence('characteristics', 'id'))), $2, $3)
@@ -29,6 +32,8 @@ async def characteristic(
         product_id,
         name,
     )
+    await summaries.rebuild(conn)
+    return new_id
 
 
 async def review(
@@ -47,7 +52,7 @@ async def review(
     response: str | None = None,
     helpfulness: int = 0,
 ) -> int:
-    return await conn.fetchval(  # type: ignore[no-any-return]
+    new_id: int = await conn.fetchval(
         """
         INSERT INTO reviews (id, product_id, rating, date, summary, body, recommend, reported,
                              reviewer_name, reviewer_email, response, helpfulness)
@@ -68,6 +73,8 @@ async def review(
         response,
         helpfulness,
     )
+    await summaries.rebuild(conn)
+    return new_id
 
 
 async def photo(conn: asyncpg.Connection, review_id: int, url: str, *, id: int | None = None) -> int:
@@ -86,7 +93,7 @@ async def photo(conn: asyncpg.Connection, review_id: int, url: str, *, id: int |
 async def characteristic_rating(
     conn: asyncpg.Connection, characteristic_id: int, review_id: int, value: int
 ) -> int:
-    return await conn.fetchval(  # type: ignore[no-any-return]
+    new_id: int = await conn.fetchval(
         """
         INSERT INTO characteristic_reviews (characteristic_id, review_id, value)
         VALUES ($1, $2, $3)
@@ -96,6 +103,8 @@ async def characteristic_rating(
         review_id,
         value,
     )
+    await summaries.rebuild(conn)
+    return new_id
 
 
 async def advance_sequences(conn: asyncpg.Connection) -> None:

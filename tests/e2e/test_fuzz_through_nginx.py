@@ -23,6 +23,7 @@ import schemathesis
 from schemathesis import engine
 from schemathesis.engine import events
 
+from atelier_etl import summaries
 from tests.e2e.conftest import LocalStack
 
 T = TypeVar("T")
@@ -110,6 +111,7 @@ async def unreport_all_but(database_url: str, keep: set[int]) -> None:
         await conn.execute(
             "UPDATE reviews SET reported = false WHERE reported AND id <> all($1::bigint[])", keep
         )
+        await summaries.rebuild(conn)  # the reviews count again, as after a load
     finally:
         await conn.close()
 

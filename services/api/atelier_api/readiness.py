@@ -11,7 +11,14 @@ from atelier_api.errors import DATABASE_UNAVAILABLE, NotReady
 # A probe must answer quickly whatever the database does: a hung one counts as unreachable.
 TIMEOUT = 1.0  # seconds
 
-TABLES = ["reviews", "reviews_photos", "characteristics", "characteristic_reviews"]
+TABLES = [
+    "reviews",
+    "reviews_photos",
+    "characteristics",
+    "characteristic_reviews",
+    "product_summaries",
+    "characteristic_summaries",
+]
 # to_regclass resolves a name as the API's own queries do (search_path), and is null when it is missing.
 MISSING_TABLES = "SELECT name FROM unnest($1::text[]) AS name WHERE to_regclass(name) IS NULL"
 # At least one product: a product is known by its characteristics or its reviews.

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from atelier_api import idempotency
+from atelier_api import idempotency, summaries
 from atelier_api.errors import ReviewNotFound
 from atelier_api.review_draft import ReviewDraft
 from atelier_api.validation import ReviewsQuery, Sort
@@ -85,8 +85,17 @@ INSERT_CHARACTERISTIC_RATINGS = """
     FROM unnest($2::bigint[], $3::smallint[]) AS given (characteristic_id, value)
 """
 
-# Idempotent: reporting a reported review matches the row and changes nothing.
-REPORT = "UPDATE reviews SET reported = true WHERE id = $1 RETURNING id"
+# A report locks the review first: of two concurrent reports, the second waits, then sees it reported
+# and changes nothing, so the review leaves its product's summary exactly once.
+LOCK_REVIEW = "SELECT product_id, rating, recommend, reported FROM reviews WHERE id = $1 FOR UPDATE"
+
+REPORT = "UPDATE reviews SET reported = true WHERE id = $1"
+
+# The reported review's characteristic ratings, which leave the summaries
+# (characteristic_reviews_review_idx).
+REVIEW_CHARACTERISTIC_RATINGS = (
+    "SELECT characteristic_id, value FROM characteristic_reviews WHERE review_id = $1"
+)
 
 
 async def list_reviews(pool: asyncpg.Pool, query: ReviewsQuery) -> list[Json]:
@@ -151,14 +160,28 @@ async def create_review(
         if review.characteristics:
             characteristic_ids, values = zip(*review.characteristics, strict=True)
             await conn.execute(INSERT_CHARACTERISTIC_RATINGS, review_id, characteristic_ids, values)
+        await summaries.add_review(
+            conn, review.product_id, review.rating, review.recommend, review.characteristics
+        )
         if key is not None:
             await idempotency.record(conn, key, review_id)
     return Created(review_id)
 
 
 async def report(pool: asyncpg.Pool, review_id: int) -> None:
-    if await pool.fetchval(REPORT, review_id) is None:
-        raise ReviewNotFound(review_id)
+    """Hide the review and take it out of its product's summary, in one transaction; reporting a
+    reported review changes nothing. Raises ReviewNotFound when there is no such review."""
+    async with pool.acquire() as conn, conn.transaction():
+        review = await conn.fetchrow(LOCK_REVIEW, review_id)
+        if review is None:
+            raise ReviewNotFound(review_id)
+        if review["reported"]:
+            return
+        await conn.execute(REPORT, review_id)
+        ratings = await conn.fetch(REVIEW_CHARACTERISTIC_RATINGS, review_id)
+        await summaries.remove_review(
+            conn, review["product_id"], review["rating"], review["recommend"], [tuple(row) for row in ratings]
+        )
 
 
 async def _photos(conn: asyncpg.Connection, review_ids: Sequence[int]) -> dict[int, list[Json]]:

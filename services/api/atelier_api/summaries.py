@@ -1,68 +1,88 @@
-"""Product summaries (GET /reviews/meta and /reviews/meta/batch): one statement for any number of products.
+"""Product summaries (GET /reviews/meta and /reviews/meta/batch) and the writes that keep them exact.
 
-One statement sees one snapshot, so the counts and the means always describe the same set of reviews,
-and a batch costs one round trip whatever its size. The single meta is a batch of one, so the two
-endpoints cannot disagree.
+The summaries live in their own tables (services/postgres/01-tables.sql): per product the reviews per
+star and per recommendation, per characteristic the sum and count of its ratings. The loader builds them
+(atelier_etl/summaries.py); every write that moves them calls `add_review` or `remove_review` inside its
+own transaction, so a summary always equals what the stored reviews give (`atelier-verify` checks).
+
+Reading is one statement for any number of products: a primary-key row and a product's few
+characteristic rows each, never the reviews. One statement sees one snapshot, and the single meta is a
+batch of one, so the two endpoints cannot disagree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import asyncpg
 
 Json = dict[str, Any]
 
-# One row per product that has a non-reported review or a characteristic; a product with neither gets
-# no row and the empty summary. Each list is ordered (stars ascending, characteristics by id) so the
-# JSON comes out in the same order every time.
-#
-# The response is keyed by name, so when two characteristics of a product share one (the export has
-# such products) the lowest id wins. round(..., 16) prints exactly 16 decimals whatever the mean;
-# avg() alone prints 20 when the mean is a whole number. Each characteristic's ratings come from
-# characteristic_reviews_characteristic_idx, their reviews' `reported` from the primary key.
+# One row per product asked for, in no particular order. The response is keyed by name, so when two
+# characteristics of a product share one (the export has such products) the lowest id wins. The mean is
+# round(rating_sum::numeric / rating_count, 16): avg() of a smallint is that very numeric division, so the
+# string is exactly round(avg(value), 16)::text, 16 decimals whatever the mean (avg() alone prints 20 when
+# it is a whole number). Each list is ordered by characteristic id so the JSON comes out the same each time.
 PRODUCT_SUMMARIES = """
-    WITH rating_count AS (
-        SELECT product_id, rating, count(*) AS reviews, count(*) FILTER (WHERE recommend) AS recommending
-        FROM reviews
-        WHERE product_id = any($1::int[]) AND NOT reported
-        GROUP BY product_id, rating
-    ),
-    rating_summary AS (
+    SELECT
+        asked.product_id, s.ratings, s.recommended, s.not_recommended,
+        c.names, c.ids, c.means
+    FROM unnest($1::int[]) AS asked (product_id)
+    LEFT JOIN product_summaries AS s ON s.product_id = asked.product_id
+    LEFT JOIN LATERAL (
         SELECT
-            product_id,
-            array_agg(rating ORDER BY rating) AS stars,
-            array_agg(reviews ORDER BY rating) AS star_counts,
-            sum(reviews - recommending)::bigint AS not_recommending,
-            sum(recommending)::bigint AS recommending
-        FROM rating_count
-        GROUP BY product_id
-    ),
-    named_characteristic AS (
-        SELECT DISTINCT ON (product_id, name) product_id, name, id
-        FROM characteristics
-        WHERE product_id = any($1::int[])
-        ORDER BY product_id, name, id
-    ),
-    characteristic_summary AS (
-        SELECT
-            c.product_id,
-            array_agg(c.name ORDER BY c.id) AS names,
-            array_agg(c.id ORDER BY c.id) AS ids,
-            array_agg(mean.value ORDER BY c.id) AS means
-        FROM named_characteristic AS c
-        CROSS JOIN LATERAL (
-            SELECT round(avg(cr.value), 16)::text AS value
-            FROM characteristic_reviews AS cr
-            JOIN reviews AS r ON r.id = cr.review_id
-            WHERE cr.characteristic_id = c.id AND NOT r.reported
-        ) AS mean
-        GROUP BY c.product_id
+            array_agg(named.name ORDER BY named.characteristic_id) AS names,
+            array_agg(named.characteristic_id ORDER BY named.characteristic_id) AS ids,
+            array_agg(
+                round(named.rating_sum::numeric / nullif(named.rating_count, 0), 16)::text
+                ORDER BY named.characteristic_id
+            ) AS means
+        FROM (
+            SELECT DISTINCT ON (cs.name) cs.name, cs.characteristic_id, cs.rating_sum, cs.rating_count
+            FROM characteristic_summaries AS cs
+            WHERE cs.product_id = asked.product_id
+            ORDER BY cs.name, cs.characteristic_id
+        ) AS named
+    ) AS c ON true
+"""
+
+# A new review enters its product's counts. The product's first review creates the row; later ones update
+# it under its row lock, so concurrent writes add up.
+ADD_TO_PRODUCT_COUNTS = """
+    INSERT INTO product_summaries AS s (product_id, ratings, recommended, not_recommended)
+    VALUES (
+        $1,
+        ARRAY(SELECT (stars = $2)::integer FROM generate_series(1, 5) AS stars ORDER BY stars),
+        $3::boolean::integer,
+        (NOT $3::boolean)::integer
     )
-    SELECT product_id, stars, star_counts, not_recommending, recommending, names, ids, means
-    FROM rating_summary
-    FULL JOIN characteristic_summary USING (product_id)
+    ON CONFLICT (product_id) DO UPDATE SET
+        ratings[$2] = s.ratings[$2] + 1,
+        recommended = s.recommended + excluded.recommended,
+        not_recommended = s.not_recommended + excluded.not_recommended
+"""
+
+# A reported review leaves them. Its product has a row (it has this review); an UPDATE, since PostgreSQL
+# checks an upsert's proposed row, negative counts and all, before it finds the conflict.
+REMOVE_FROM_PRODUCT_COUNTS = """
+    UPDATE product_summaries
+    SET ratings[$2] = ratings[$2] - 1,
+        recommended = recommended - $3::boolean::integer,
+        not_recommended = not_recommended - (NOT $3::boolean)::integer
+    WHERE product_id = $1
+"""
+
+# A review's characteristic ratings enter ($3 = 1) or leave ($3 = -1) their characteristics' sums.
+MOVE_CHARACTERISTIC_SUMS = """
+    UPDATE characteristic_summaries AS s
+    SET rating_sum = s.rating_sum + given.value_sum * $3, rating_count = s.rating_count + given.ratings * $3
+    FROM (
+        SELECT characteristic_id, sum(value) AS value_sum, count(*) AS ratings
+        FROM unnest($1::bigint[], $2::smallint[]) AS rating (characteristic_id, value)
+        GROUP BY characteristic_id
+    ) AS given
+    WHERE s.characteristic_id = given.characteristic_id
 """
 
 
@@ -80,17 +100,54 @@ async def product_summary(pool: asyncpg.Pool, product_id: int) -> Json:
 
 def _summary(product_id: int, row: asyncpg.Record | None) -> Json:
     summary: Json = {"product_id": str(product_id), "ratings": {}, "recommended": {}, "characteristics": {}}
-    if row is None:  # an unknown product
+    if row is None:
         return summary
-    if row["stars"] is not None:
+    if row["ratings"] is not None and any(row["ratings"]):  # a review that is not reported
         summary["ratings"] = {
-            str(stars): str(reviews) for stars, reviews in zip(row["stars"], row["star_counts"], strict=True)
+            str(stars): str(count) for stars, count in enumerate(row["ratings"], 1) if count
         }
         # Both keys whenever there is a review: a missing one made storefront widgets show "NaN%".
-        summary["recommended"] = {"false": str(row["not_recommending"]), "true": str(row["recommending"])}
+        summary["recommended"] = {"false": str(row["not_recommended"]), "true": str(row["recommended"])}
     if row["names"] is not None:
         summary["characteristics"] = {
             name: {"id": characteristic_id, "value": value}
             for name, characteristic_id, value in zip(row["names"], row["ids"], row["means"], strict=True)
         }
     return summary
+
+
+# Every writer locks the product's row first, then its characteristics' rows: two writes of one product
+# queue on the product's row and never deadlock.
+
+
+async def add_review(
+    conn: asyncpg.Connection,
+    product_id: int,
+    rating: int,
+    recommend: bool,
+    characteristic_ratings: Iterable[tuple[int, int]],
+) -> None:
+    """Count a new review in its product's summary; call inside the transaction that stores it."""
+    await conn.execute(ADD_TO_PRODUCT_COUNTS, product_id, rating, recommend)
+    await _move_characteristic_sums(conn, characteristic_ratings, 1)
+
+
+async def remove_review(
+    conn: asyncpg.Connection,
+    product_id: int,
+    rating: int,
+    recommend: bool,
+    characteristic_ratings: Iterable[tuple[int, int]],
+) -> None:
+    """Take a review out of its product's summary (it was reported); call inside that transaction."""
+    await conn.execute(REMOVE_FROM_PRODUCT_COUNTS, product_id, rating, recommend)
+    await _move_characteristic_sums(conn, characteristic_ratings, -1)
+
+
+async def _move_characteristic_sums(
+    conn: asyncpg.Connection, characteristic_ratings: Iterable[tuple[int, int]], sign: int
+) -> None:
+    ratings = list(characteristic_ratings)
+    if ratings:
+        characteristic_ids, values = zip(*ratings, strict=True)
+        await conn.execute(MOVE_CHARACTERISTIC_SUMS, characteristic_ids, values, sign)

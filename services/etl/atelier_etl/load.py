@@ -113,6 +113,8 @@ async def _stage_and_switch(
     files = []
     for export_file in EXPORT_FILES:  # parents first: a child's references are checked against kept rows
         files.append(await _load_file(conn, export_file, data_dir / export_file.name, report, progress))
+    _step(progress, "computing the product summaries")
+    await staging.build_summaries(conn)
     _step(progress, "building keys and indexes")
     await staging.build_keys_and_indexes(conn)
     _step(progress, "switching the loaded tables in")

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
+from atelier_etl import summaries
 from atelier_etl.rows import CHARACTERISTIC_REVIEWS, EXPORT_FILES, REVIEWS_PHOTOS, ExportFile
 from atelier_etl.schema import (
     CONSTRAINTS_FILE,
@@ -31,6 +32,8 @@ from atelier_etl.summary import LoadError
 SCHEMA = "atelier_load"
 SERVED_SCHEMA = "public"
 TABLES = tuple(export_file.table for export_file in EXPORT_FILES)
+# What the switch moves in: the export's tables and the summaries computed from them.
+SWITCHED_TABLES = TABLES + summaries.TABLES
 # One loader at a time per database: a second one would drop the first one's staging schema.
 ADVISORY_LOCK_KEY = 0x6174656C_6C6F6164  # "atelload"
 _REJECTS_PAGE = 10_000
@@ -203,6 +206,12 @@ async def insert_kept(conn: asyncpg.Connection, export_file: ExportFile) -> int:
     return _row_count(status)
 
 
+async def build_summaries(conn: asyncpg.Connection) -> None:
+    """The per-product summaries of the kept rows, before the keys and indexes (a GROUP BY needs none)."""
+    await conn.execute(USE_SCHEMA)
+    await summaries.build(conn)
+
+
 async def build_keys_and_indexes(conn: asyncpg.Connection) -> None:
     await _apply_schema_file(conn, CONSTRAINTS_FILE)
     await _apply_schema_file(conn, INDEXES_FILE)
@@ -224,7 +233,7 @@ async def switch(conn: asyncpg.Connection) -> None:
         try:
             async with conn.transaction():
                 await conn.execute(f"SET LOCAL lock_timeout = '{SWITCH_LOCK_TIMEOUT_MS}ms'")
-                for table in TABLES:
+                for table in SWITCHED_TABLES:
                     await conn.execute(f"DROP TABLE IF EXISTS {SERVED_SCHEMA}.{table} CASCADE")
                     await conn.execute(f"ALTER TABLE {SCHEMA}.{table} SET SCHEMA {SERVED_SCHEMA}")
                 await conn.execute(DROP_SCHEMA)

@@ -1,0 +1,205 @@
+"""`atelier-verify`: recompute every product summary with GROUP BY and report where the stored ones differ.
+
+The stored summaries (product_summaries, characteristic_summaries) are what GET /reviews/meta serves.
+This recomputes them from the reviews in one snapshot (a REPEATABLE READ, read-only transaction), the
+contract's own way: counts per star and per recommendation, and each characteristic's mean as
+round(avg(value), 16)::text, compared with the string the API prints from the stored sum and count.
+The queries are written independently of the loader's build (summaries.py), so a mistake in either
+shows up here. `--repair` rebuilds both tables from the reviews when anything differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import asyncpg
+
+from atelier_etl import environment, summaries
+from atelier_etl.load import LoadError, connect
+
+EXAMPLES = 20  # differences listed per table; all of them are counted
+
+# The counts of each product's reviews that are not reported, per star then per product, against the
+# stored row (every product with a review has one, even when all its reviews are reported).
+PRODUCT_DIFFERENCES = """
+    WITH per_star AS (
+        SELECT product_id, rating,
+               count(*) FILTER (WHERE NOT reported) AS reviews,
+               count(*) FILTER (WHERE recommend AND NOT reported) AS recommending
+        FROM reviews
+        GROUP BY product_id, rating
+    ), expected AS (
+        SELECT
+            product_id,
+            ARRAY[
+                coalesce(sum(reviews) FILTER (WHERE rating = 1), 0),
+                coalesce(sum(reviews) FILTER (WHERE rating = 2), 0),
+                coalesce(sum(reviews) FILTER (WHERE rating = 3), 0),
+                coalesce(sum(reviews) FILTER (WHERE rating = 4), 0),
+                coalesce(sum(reviews) FILTER (WHERE rating = 5), 0)
+            ]::integer[] AS ratings,
+            sum(recommending)::integer AS recommended,
+            sum(reviews - recommending)::integer AS not_recommended
+        FROM per_star
+        GROUP BY product_id
+    )
+    SELECT
+        coalesce(e.product_id, s.product_id) AS product_id,
+        e.ratings AS expected_ratings, s.ratings AS stored_ratings,
+        e.recommended AS expected_recommended, s.recommended AS stored_recommended,
+        e.not_recommended AS expected_not_recommended, s.not_recommended AS stored_not_recommended
+    FROM expected AS e
+    FULL JOIN product_summaries AS s ON s.product_id = e.product_id
+    WHERE (e.ratings, e.recommended, e.not_recommended)
+          IS DISTINCT FROM (s.ratings, s.recommended, s.not_recommended)
+    ORDER BY 1
+"""
+
+# Each characteristic's ratings by reviews that are not reported: sum, count and the contract's mean,
+# against the stored sum and count and the mean the API prints from them (atelier_api/summaries.py).
+CHARACTERISTIC_DIFFERENCES = """
+    WITH expected AS (
+        SELECT c.id AS characteristic_id, c.product_id, c.name,
+               coalesce(sum(cr.value), 0)::bigint AS rating_sum, count(cr.value) AS rating_count,
+               round(avg(cr.value), 16)::text AS mean
+        FROM characteristics AS c
+        LEFT JOIN (characteristic_reviews AS cr JOIN reviews AS r ON r.id = cr.review_id AND NOT r.reported)
+               ON cr.characteristic_id = c.id
+        GROUP BY c.id, c.product_id, c.name
+    ), stored AS (
+        SELECT characteristic_id, product_id, name, rating_sum, rating_count,
+               round(rating_sum::numeric / nullif(rating_count, 0), 16)::text AS mean
+        FROM characteristic_summaries
+    )
+    SELECT
+        coalesce(e.characteristic_id, s.characteristic_id) AS characteristic_id,
+        coalesce(e.product_id, s.product_id) AS product_id,
+        e.rating_sum AS expected_sum, s.rating_sum AS stored_sum,
+        e.rating_count AS expected_count, s.rating_count AS stored_count,
+        e.mean AS expected_mean, s.mean AS served_mean
+    FROM expected AS e
+    FULL JOIN stored AS s ON s.characteristic_id = e.characteristic_id
+    WHERE (e.product_id, e.name, e.rating_sum, e.rating_count, e.mean)
+          IS DISTINCT FROM (s.product_id, s.name, s.rating_sum, s.rating_count, s.mean)
+    ORDER BY 1
+"""
+
+COUNT_ROWS = (
+    "SELECT (SELECT count(*) FROM product_summaries), (SELECT count(*) FROM characteristic_summaries)"
+)
+
+
+@dataclass
+class Verification:
+    products_checked: int = 0
+    characteristics_checked: int = 0
+    product_differences: int = 0
+    characteristic_differences: int = 0
+    examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    repaired: bool = False
+
+    @property
+    def differences(self) -> int:
+        return self.product_differences + self.characteristic_differences
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"differences": self.differences, "ok": self.differences == 0}
+
+
+async def verify(conn: asyncpg.Connection) -> Verification:
+    """Compare the stored summaries with a recomputation, in one snapshot."""
+    result = Verification()
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        await conn.execute("SET LOCAL work_mem = '64MB'")
+        result.products_checked, result.characteristics_checked = await conn.fetchrow(COUNT_ROWS)
+        products = await conn.fetch(PRODUCT_DIFFERENCES)
+        characteristics = await conn.fetch(CHARACTERISTIC_DIFFERENCES)
+    result.product_differences = len(products)
+    result.characteristic_differences = len(characteristics)
+    result.examples = {
+        "products": [dict(row) for row in products[:EXAMPLES]],
+        "characteristics": [dict(row) for row in characteristics[:EXAMPLES]],
+    }
+    return result
+
+
+async def run(database_url: str, repair: bool) -> Verification:
+    conn = await connect(database_url)
+    try:
+        await conn.execute("SET statement_timeout = 0")
+        result = await verify(conn)
+        if repair and result.differences:
+            await summaries.rebuild(conn)
+            result.repaired = True
+    finally:
+        await conn.close()
+    return result
+
+
+EPILOG = """\
+exit codes:
+  0    the stored summaries equal the recomputation (or --repair rebuilt them)
+  1    differences found (listed), or the check failed (database unreachable, SQL error, ...)
+  2    usage error
+
+environment:
+  DATABASE_URL  postgresql://user:password@host:port/dbname (--database-url overrides it)
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="atelier-verify",
+        description="Recompute every product's rating summary from the reviews (GROUP BY) and report where "
+        "the stored summaries, which GET /reviews/meta serves, differ.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--database-url", metavar="URL", help="overrides DATABASE_URL")
+    parser.add_argument("--repair", action="store_true", help="rebuild the summaries when anything differs")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    args = parser.parse_args(argv)
+    database_url = args.database_url or os.environ.get("DATABASE_URL")
+    if not database_url:
+        parser.error("DATABASE_URL is not set (or pass --database-url)")
+    refused = environment.refusal(database_url, os.environ)
+    if refused:
+        print(f"atelier-verify: error: {refused}", file=sys.stderr)
+        return 2
+    try:
+        result = asyncio.run(run(database_url, args.repair))
+    except (LoadError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        print(f"atelier-verify: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result.as_dict(), default=str))
+    else:
+        _print(result)
+    return 0 if result.differences == 0 or result.repaired else 1
+
+
+def _print(result: Verification) -> None:
+    print(
+        f"checked {result.products_checked} product summaries and "
+        f"{result.characteristics_checked} characteristic summaries"
+    )
+    for table, count in (
+        ("products", result.product_differences),
+        ("characteristics", result.characteristic_differences),
+    ):
+        print(f"{table}: {count} differences")
+        for example in result.examples.get(table, []):
+            print("  " + json.dumps(example, default=str))
+    if result.repaired:
+        print("repaired: both summary tables were rebuilt from the reviews")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""The product summaries are exact (issue 7).
+
+A real export (dirty rows and reported reviews included) is generated and loaded with the real commands;
+`atelier-verify` then recomputes every summary with GROUP BY and must find 0 differences, after the load
+and after many concurrent mixed writes through two apps (two replicas) on the same database. What
+GET /reviews/meta serves is also compared with the contract's own computation, and verify is shown to
+catch a difference and repair it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import subprocess
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
+
+from atelier_api.app import create_app
+from atelier_api.config import Config
+from tests.api.factories import review_body
+from tests.conftest import BIN, generate_and_load
+
+PRODUCTS = 400
+
+# The contract's definition of the meta figures, straight from the stored reviews.
+CONTRACT_RATINGS = """
+    SELECT product_id, rating, count(*) AS reviews FROM reviews
+    WHERE NOT reported AND product_id = any($1::int[]) GROUP BY product_id, rating
+"""
+CONTRACT_RECOMMENDED = """
+    SELECT product_id, recommend, count(*) AS reviews FROM reviews
+    WHERE NOT reported AND product_id = any($1::int[]) GROUP BY product_id, recommend
+"""
+CONTRACT_MEANS = """
+    SELECT c.product_id, c.id, round(avg(cr.value), 16)::text AS mean
+    FROM characteristics AS c
+    LEFT JOIN (characteristic_reviews AS cr JOIN reviews AS r ON r.id = cr.review_id AND NOT r.reported)
+           ON cr.characteristic_id = c.id
+    WHERE c.product_id = any($1::int[])
+    GROUP BY c.product_id, c.id
+"""
+
+
+@pytest.fixture(scope="module")
+def loaded(make_database: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = make_database("summaries_exact")
+    export = tmp_path_factory.mktemp("export")
+    generate_and_load(export, url, "--products", str(PRODUCTS), "--dirty-rate", "0.02", "--seed", "7")
+    return url
+
+
+def verify(url: str, *args: str) -> tuple[int, dict[str, Any]]:
+    done = subprocess.run(
+        [BIN / "atelier-verify", "--json", *args],
+        env={"DATABASE_URL": url, "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout, done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+async def _client(url: str, aiohttp_client: AiohttpClient) -> TestClient:
+    return await aiohttp_client(create_app(Config(database_url=url, db_pool_min_size=1, db_pool_max_size=6)))
+
+
+def test_a_load_leaves_no_difference(loaded: str) -> None:
+    code, result = verify(loaded)
+    assert (code, result["differences"]) == (0, 0), result
+    assert result["products_checked"] > PRODUCTS * 0.8  # products with a review
+    assert result["characteristics_checked"] > PRODUCTS * 3
+
+
+async def test_meta_serves_the_contract_computation(loaded: str, aiohttp_client: AiohttpClient) -> None:
+    client = await _client(loaded, aiohttp_client)
+    conn = await asyncpg.connect(loaded)
+    try:
+        for first in range(1, PRODUCTS + 2, 100):  # the last batch holds an unknown product
+            ids = list(range(first, first + 100))
+            response = await client.get(
+                "/reviews/meta/batch", params={"product_ids": ",".join(map(str, ids))}
+            )
+            assert response.status == 200
+            served = {int(meta["product_id"]): meta for meta in (await response.json())["results"]}
+            expected = await _contract_meta(conn, ids)
+            for product_id in ids:
+                assert served[product_id] == expected[product_id], product_id
+    finally:
+        await conn.close()
+
+
+async def _contract_meta(conn: asyncpg.Connection, ids: list[int]) -> dict[int, dict[str, Any]]:
+    meta: dict[int, dict[str, Any]] = {
+        product_id: {"product_id": str(product_id), "ratings": {}, "recommended": {}, "characteristics": {}}
+        for product_id in ids
+    }
+    for row in await conn.fetch(CONTRACT_RATINGS, ids):
+        meta[row["product_id"]]["ratings"][str(row["rating"])] = str(row["reviews"])
+    for row in await conn.fetch(CONTRACT_RECOMMENDED, ids):
+        recommended = meta[row["product_id"]]["recommended"]
+        recommended.setdefault("true", "0")
+        recommended.setdefault("false", "0")
+        recommended[str(row["recommend"]).lower()] = str(row["reviews"])
+    names = {row["id"]: row["name"] for row in await conn.fetch("SELECT id, name FROM characteristics")}
+    for row in sorted(await conn.fetch(CONTRACT_MEANS, ids), key=lambda row: row["id"]):
+        characteristics = meta[row["product_id"]]["characteristics"]
+        name = names[row["id"]]
+        if name not in characteristics:  # two of one name: the lowest id is served
+            characteristics[name] = {"id": row["id"], "value": row["mean"]}
+    for summary in meta.values():  # the served order: stars ascending
+        summary["ratings"] = dict(sorted(summary["ratings"].items()))
+    return meta
+
+
+async def test_concurrent_mixed_writes_leave_no_difference(
+    loaded: str, aiohttp_client: AiohttpClient
+) -> None:
+    replicas = [await _client(loaded, aiohttp_client) for _ in range(2)]
+    rng = random.Random(20240501)
+    conn = await asyncpg.connect(loaded)
+    try:
+        # A few hot products, so that writes of one product really run at the same time.
+        hot = [
+            row["product_id"]
+            for row in await conn.fetch(
+                "SELECT product_id FROM characteristics GROUP BY product_id ORDER BY product_id LIMIT 6"
+            )
+        ]
+        characteristic_ids = {
+            product_id: [
+                row["id"]
+                for row in await conn.fetch(
+                    "SELECT id FROM characteristics WHERE product_id = $1", product_id
+                )
+            ]
+            for product_id in hot
+        }
+        reviews_of_hot = [
+            row["id"]
+            for row in await conn.fetch(
+                "SELECT id FROM reviews WHERE product_id = any($1::int[]) AND NOT reported ORDER BY id", hot
+            )
+        ]
+    finally:
+        await conn.close()
+    to_report = rng.sample(reviews_of_hot, min(20, len(reviews_of_hot)))
+    assert len(to_report) >= 10
+
+    requests: list[tuple[str, str, dict[str, Any] | None]] = []
+    for _ in range(240):
+        product_id = rng.choice(hot)
+        body = review_body(
+            product_id,
+            rating=rng.randint(1, 5),
+            recommend=rng.random() < 0.7,
+            characteristics={
+                str(c): rng.randint(1, 5) for c in characteristic_ids[product_id] if rng.random() < 0.8
+            },
+        )
+        requests.append(("POST", "/reviews", body))
+    for review_id in to_report:  # each reported twice, the two reports racing
+        requests += [("PUT", f"/reviews/{review_id}/report", None)] * 2
+    for review_id in rng.choices(reviews_of_hot, k=80):
+        requests.append(("PUT", f"/reviews/{review_id}/helpful", None))
+    rng.shuffle(requests)
+
+    gate = asyncio.Semaphore(24)
+
+    async def send(index: int, method: str, path: str, body: dict[str, Any] | None) -> int:
+        async with gate:
+            response = await replicas[index % 2].request(method, path, json=body)
+            return response.status
+
+    statuses = await asyncio.gather(*(send(i, *request) for i, request in enumerate(requests)))
+    assert sorted(set(statuses)) == [201, 204]
+    assert statuses.count(201) == 240
+
+    code, result = verify(loaded)
+    assert (code, result["differences"]) == (0, 0), result
+
+
+def test_verify_reports_a_difference_and_repairs_it(loaded: str) -> None:
+    async def corrupt() -> tuple[int, int]:
+        conn = await asyncpg.connect(loaded)
+        try:
+            product_id = await conn.fetchval(
+                "UPDATE product_summaries SET recommended = recommended + 1"
+                " WHERE product_id = (SELECT min(product_id) FROM product_summaries) RETURNING product_id"
+            )
+            characteristic_id = await conn.fetchval(
+                "UPDATE characteristic_summaries SET rating_sum = rating_sum + 1"
+                " WHERE characteristic_id = (SELECT max(characteristic_id) FROM characteristic_summaries)"
+                " RETURNING characteristic_id"
+            )
+            return product_id, characteristic_id
+        finally:
+            await conn.close()
+
+    product_id, characteristic_id = asyncio.run(corrupt())
+    code, result = verify(loaded)
+    assert code == 1
+    assert (result["product_differences"], result["characteristic_differences"]) == (1, 1)
+    assert result["examples"]["products"][0]["product_id"] == product_id
+    assert result["examples"]["characteristics"][0]["characteristic_id"] == characteristic_id
+
+    code, result = verify(loaded, "--repair")
+    assert (code, result["repaired"]) == (0, True)
+    code, result = verify(loaded)
+    assert (code, result["differences"]) == (0, 0), result
