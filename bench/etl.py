@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import stack  # noqa: E402  (scripts/stack.py: the local stack behind `make up`)
 
 from atelier_etl.schema import CONSTRAINTS_FILE, INDEXES_FILE, schema_sql  # noqa: E402
+from atelier_etl.staging import SESSION_SETTINGS  # noqa: E402
 
 FILES = ("characteristics", "reviews", "reviews_photos", "characteristic_reviews")
 # The service's tables with the export's columns as they are in the files (the date stays epoch ms).
@@ -57,7 +58,9 @@ async def baseline(url: str, export: Path) -> dict[str, float]:
     """Raw COPY into unindexed tables, then the same keys and indexes; seconds per phase."""
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute("SET maintenance_work_mem = '256MB'")  # what the loader uses
+        # The loader's session settings (staging.SESSION_SETTINGS), so the same key and index builds run
+        # with the same memory: work_mem sizes the hash joins that validate the foreign keys.
+        await conn.execute(SESSION_SETTINGS)
         await conn.execute(BASELINE_TABLES)
         started = time.monotonic()
         for name in FILES:

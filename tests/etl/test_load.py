@@ -227,7 +227,7 @@ async def test_a_failed_load_leaves_the_previous_data_served(db_url, tmp_path, m
     async def fail(conn):
         raise asyncpg.DiskFullError("could not extend file")
 
-    monkeypatch.setattr(staging, "build_keys_and_indexes", fail)
+    monkeypatch.setattr(staging, "build_keys", fail)
     data = write_export(tmp_path / "a", reviews=[review(id=77, product_id=3)], photos=["1,1,not-a-review"])
     with pytest.raises(asyncpg.DiskFullError):
         await load(db_url, data)

@@ -144,7 +144,7 @@ def test_a_failed_load_exits_1_and_keeps_the_served_data(db_url, tmp_path, monke
     async def fail(conn):
         await conn.execute("SELECT 1/0")
 
-    monkeypatch.setattr(staging, "build_keys_and_indexes", fail)
+    monkeypatch.setattr(staging, "build_keys", fail)
     data = write_export(tmp_path / "b", reviews=[review(id=70)], photos=[], characteristic_reviews=[])
     capsys.readouterr()
     assert main(["--data", str(data), "--database-url", db_url, "--no-progress"]) == 1

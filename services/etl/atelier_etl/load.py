@@ -1,11 +1,14 @@
 """`atelier-load`: load the legacy export's four CSV files into the service's tables, in one shot.
 
-Each file streams record by record (flat memory whatever its size): records are typed in Python and
-COPYed into raw staging tables, or written to the rejects report with their reason. Set-level rules
-(duplicate ids, references between files) are then decided in SQL, parents before children, and the
-kept rows fill a complete copy of the service's tables in the staging schema, which is switched in
-whole, in one transaction (see staging.py). A load that fails or is killed at any point leaves the
-previously loaded data served; running it again completes it.
+Each file streams (flat memory whatever its size) straight into its table in the staging schema: its
+plainly valid records go to COPY as they are, the others are typed in Python and either re-encoded or
+written to the rejects report with their reason (copystream.py). Two files stream at once on two
+connections: Python checks one while PostgreSQL parses the other. Set-level rules (duplicate ids,
+references between files, a characteristic of another product) are then decided in SQL, mostly by the
+key builds that run anyway, and the few rows that break them are deleted and reported
+(setrejects.py). The complete copy of the service's tables is switched in whole, in one transaction
+(see staging.py). A load that fails or is killed at any point leaves the previously loaded data
+served; running it again completes it.
 """
 
 from __future__ import annotations
@@ -17,23 +20,29 @@ import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from rich.console import Console
 
-from atelier_etl import environment, staging
-from atelier_etl.csvsource import CsvFile, InputFileError, read_header
+from atelier_etl import environment, setrejects, staging
+from atelier_etl.copystream import CopyStream, copy_columns, text_columns
+from atelier_etl.csvsource import InputFileError, read_header
 from atelier_etl.rejects import RejectsReport
 from atelier_etl.report import LoadProgress, PlainProgress, RichProgress, print_summary
-from atelier_etl.rows import EXPORT_FILES, ExportFile, RowRejected
+from atelier_etl.rows import (
+    CHARACTERISTIC_REVIEWS,
+    CHARACTERISTICS,
+    EXPORT_FILES,
+    REVIEWS,
+    REVIEWS_PHOTOS,
+    ExportFile,
+)
 from atelier_etl.summary import FileSummary, LoadError, LoadSummary
 
 CONNECT_TIMEOUT = 15  # seconds
-# Rows typed between two hand-overs to the event loop (and progress updates); a few MB of reviews.
-BATCH_ROWS = 2_000
 
 
 async def load(
@@ -52,7 +61,7 @@ async def load(
     rejects_path = Path(rejects_path) if rejects_path else data_dir / "rejects.csv"
     check_inputs(data_dir)
     try:
-        report = RejectsReport(rejects_path)
+        report = RejectsReport(rejects_path, [export_file.name for export_file in EXPORT_FILES])
     except OSError as exc:
         raise InputFileError(
             f"cannot write the rejects report {rejects_path}: {exc.strerror or exc}"
@@ -63,7 +72,7 @@ async def load(
             if not await staging.try_lock(conn):
                 raise LoadError("another atelier-load is running against this database")
             try:
-                files = await _stage_and_switch(conn, data_dir, report, progress)
+                files = await _stage_and_switch(conn, database_url, data_dir, report, progress)
             except Exception:
                 with contextlib.suppress(Exception):  # free the space now; the next run drops it anyway
                     await staging.drop(conn)
@@ -106,106 +115,125 @@ def redacted(database_url: str) -> str:
 
 
 async def _stage_and_switch(
-    conn: asyncpg.Connection, data_dir: Path, report: RejectsReport, progress: LoadProgress | None
+    conn: asyncpg.Connection,
+    database_url: str,
+    data_dir: Path,
+    report: RejectsReport,
+    progress: LoadProgress | None,
 ) -> tuple[FileSummary, ...]:
     _step(progress, f"preparing the staging schema {staging.SCHEMA}")
     await staging.prepare(conn)
-    files = []
-    for export_file in EXPORT_FILES:  # parents first: a child's references are checked against kept rows
-        files.append(await _load_file(conn, export_file, data_dir / export_file.name, report, progress))
-    _step(progress, "computing the product summaries")
-    await staging.build_summaries(conn)
-    _step(progress, "building keys and indexes")
-    await staging.build_keys_and_indexes(conn)
+    streams = {export_file: _Stream(export_file, data_dir / export_file.name) for export_file in EXPORT_FILES}
+    helper = await connect(database_url)
+    try:
+        await staging.session(helper)
+        async with asyncio.TaskGroup() as lanes:
+            for lane_conn, lane in ((conn, COPY_LANES[0]), (helper, COPY_LANES[1])):
+                lanes.create_task(_copy_files(lane_conn, [streams[f] for f in lane], report, progress))
+        await staging.name_tables(conn)
+        # The summaries, computed before the keys, need no index maintenance. They may count rows that a
+        # failed key build or the product check still rejects, and are then computed again. Beside them
+        # on the second connection, the product check: a read-only join, only trusted once the keys hold.
+        _step(progress, "computing the product summaries; checking ratings against products beside")
+        async with asyncio.TaskGroup() as beside:
+            beside.create_task(staging.build_summaries(conn))
+            other_products = beside.create_task(staging.ratings_of_other_products(helper))
+        _step(progress, "building keys")
+        try:
+            await staging.build_keys(conn)
+            checked = False
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            _step(progress, f"duplicate ids or missing references ({exc}): finding every one")
+            await _reject_duplicates_and_bad_references(conn, streams, report)
+            await staging.empty_summaries(conn)  # they may hold a duplicated id's two rows: built below
+            await staging.build_keys(conn)
+            checked = True  # that check covers the product rule too
+        _step(progress, "building indexes")
+        await staging.build_indexes(conn)
+        if not checked and other_products.result():
+            stream = streams[CHARACTERISTIC_REVIEWS]
+            await staging.delete_ids(conn, CHARACTERISTIC_REVIEWS, list(other_products.result()))
+            stream.removed += await setrejects.report_by_id(
+                CHARACTERISTIC_REVIEWS, stream.path, report, other_products.result()
+            )
+        if checked or any(stream.removed for stream in streams.values()):
+            _step(progress, "computing the product summaries again, without the rejected rows")
+            await staging.rebuild_summaries(conn)
+    finally:
+        with contextlib.suppress(Exception):
+            await helper.close(timeout=CONNECT_TIMEOUT)
     _step(progress, "switching the loaded tables in")
     await staging.switch(conn)
-    return tuple(files)
+    return tuple(stream.summary(report) for stream in streams.values())
 
 
-async def _load_file(
-    conn: asyncpg.Connection,
-    export_file: ExportFile,
-    path: Path,
-    report: RejectsReport,
-    progress: LoadProgress | None,
-) -> FileSummary:
-    name = export_file.name
-    tally = _Tally()
-    with CsvFile(path, export_file.columns) as source:
+# The files of each COPY connection: reviews.csv costs Python the most (its dates are rewritten),
+# the ratings PostgreSQL the most (19M rows), so they stream side by side.
+COPY_LANES = ((REVIEWS,), (CHARACTERISTIC_REVIEWS, REVIEWS_PHOTOS, CHARACTERISTICS))
+
+
+class _Stream:
+    """One file's counts through the load."""
+
+    def __init__(self, export_file: ExportFile, path: Path) -> None:
+        self.export_file = export_file
+        self.path = path
+        self.read = self.copied = self.removed = 0
+        self.eol = b"\n"
+
+    def summary(self, report: RejectsReport) -> FileSummary:
+        name = self.export_file.name
+        return FileSummary(
+            name, self.read, self.copied - self.removed, report.rejected(name), report.kinds(name)
+        )
+
+
+async def _copy_files(
+    conn: asyncpg.Connection, streams: list[_Stream], report: RejectsReport, progress: LoadProgress | None
+) -> None:
+    for stream in streams:
+        export_file = stream.export_file
+        name = export_file.name
+        source = CopyStream(stream.path, export_file, report)
+        try:
+            if progress:
+                progress.start_file(name, stream.path.stat().st_size)
+            stream.copied = await staging.copy_file(
+                conn, export_file, copy_columns(export_file), text_columns(export_file),
+                _chunks(source, progress),
+            )  # fmt: skip
+            if progress:
+                progress.finish_file(name)
+        finally:
+            source.close()
+        stream.read, stream.eol = source.read, source.eol
+        if stream.copied != source.read - source.rejected:
+            raise LoadError(
+                f"{name}: COPY took {stream.copied} rows of {source.read - source.rejected} typed"
+            )
+
+
+async def _chunks(source: CopyStream, progress: LoadProgress | None) -> AsyncIterator[bytes]:
+    """The file's COPY data, handing the event loop over between chunks (the other file streams too)."""
+    for chunk in source.chunks():
+        yield chunk
         if progress:
-            progress.start_file(name, source.size)
-        rows = _typed_rows(source, export_file, report, tally, progress)
-        copied = await staging.copy_raw(conn, export_file, rows)
-        if progress:
-            progress.finish_file(name)
-    if copied != tally.read - tally.rejected:
-        raise LoadError(f"{name}: COPY took {copied} rows of {tally.read - tally.rejected} typed")
-    _step(progress, f"{name}: checking ids and references")
-    if await staging.check(conn, export_file):
-        await _report_sql_rejects(conn, export_file, path, report)
-    loaded = await staging.insert_kept(conn, export_file)
-    return FileSummary(name, tally.read, loaded, report.rejected(name), report.kinds(name))
-
-
-class _Tally:
-    read = 0
-    rejected = 0
-
-
-async def _typed_rows(
-    source: CsvFile,
-    export_file: ExportFile,
-    report: RejectsReport,
-    tally: _Tally,
-    progress: LoadProgress | None,
-) -> AsyncIterator[tuple]:
-    """The file's typed rows for COPY, a batch at a time, yielding to the event loop in between."""
-    for batch in _batches(source.records(), export_file, report, tally):
-        for row in batch:
-            yield row
-        if progress:
-            progress.advance_file(export_file.name, source.position)
+            progress.advance_file(source.export_file.name, source.position)
         await asyncio.sleep(0)
 
 
-def _batches(
-    records: Iterator[tuple[int, list[str] | None, str]],
-    export_file: ExportFile,
-    report: RejectsReport,
-    tally: _Tally,
-) -> Iterator[list[tuple]]:
-    parse = export_file.parse
-    batch: list[tuple] = []
-    read = rejected = 0
-    for line, fields, raw in records:
-        read += 1
-        try:
-            batch.append(parse(line, fields, raw))
-        except RowRejected as exc:
-            rejected += 1
-            report.add(export_file.name, line, exc.kind, exc.reason, raw)
-        if len(batch) >= BATCH_ROWS:
-            tally.read, tally.rejected = read, rejected
-            yield batch
-            batch = []
-    tally.read, tally.rejected = read, rejected
-    if batch:
-        yield batch
-
-
-async def _report_sql_rejects(
-    conn: asyncpg.Connection, export_file: ExportFile, path: Path, report: RejectsReport
+async def _reject_duplicates_and_bad_references(
+    conn: asyncpg.Connection, streams: dict[ExportFile, _Stream], report: RejectsReport
 ) -> None:
-    """Write the raw text of the records SQL rejected: one more streaming pass, merged by line."""
-    with CsvFile(path, export_file.columns) as source:
-        records = source.records()
-        async for line, kind, reason in staging.sql_rejects(conn, export_file):
-            for record_line, _, raw in records:
-                if record_line == line:
-                    report.add(export_file.name, line, kind, reason, raw)
-                    break
-            else:
-                raise LoadError(f"{export_file.name} changed during the load (line {line} is gone)")
+    """What a failed key build means, in full: every file's duplicated ids first (the first copy is
+    kept), then the references of the children, which must point at kept rows."""
+    for export_file, stream in streams.items():
+        stream.removed += await setrejects.keep_first_copies(
+            conn, export_file, stream.path, report, stream.eol
+        )
+    for export_file, stream in streams.items():
+        deleted = await staging.reject_bad_references(conn, export_file)
+        stream.removed += await setrejects.report_by_id(export_file, stream.path, report, deleted)
 
 
 def _step(progress: LoadProgress | None, message: str) -> None:

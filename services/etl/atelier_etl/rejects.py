@@ -6,16 +6,21 @@ rows under the same names), `reason` a short human explanation, `raw` the record
 the file, line breaks of multi-line records included.
 
 The report is written beside its final path and moved there only when the load has switched, so the
-report on disk always describes the data being served.
+report on disk always describes the data being served. Files stream at the same time and their
+set-level rejects are found last, so each file's rows go to a part of their own (`<path>.partial.<n>`),
+joined in the order of `files` when the report is committed: a file's rejects stay together.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import shutil
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any, TextIO
 
 # Parse-level kinds: decided in Python, record by record.
 WRONG_COLUMN_COUNT = "wrong_column_count"
@@ -54,15 +59,29 @@ def printable(raw: str) -> str:
 
 
 class RejectsReport:
-    """Streams rejected records to `<path>.partial`; `commit()` moves it to `path`."""
+    """Streams rejected records to one part per file; `commit()` joins them into `path`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, files: Sequence[str] = ()) -> None:
         self.path = path
         self.partial_path = path.with_name(path.name + ".partial")
+        self._files = list(files)
         self._counts: Counter[tuple[str, str]] = Counter()
         self._file = open(self.partial_path, "w", encoding="utf-8", newline="")
         self._writer = csv.writer(self._file)
         self._writer.writerow(HEADER)
+        self._parts: dict[str, tuple[TextIO, Any]] = {}
+
+    def _part_path(self, file: str) -> Path:
+        return self.path.with_name(f"{self.path.name}.partial.{self._files.index(file)}")
+
+    def _writer_of(self, file: str) -> Any:
+        if file not in self._files:
+            return self._writer
+        part = self._parts.get(file)
+        if part is None:
+            stream = open(self._part_path(file), "w", encoding="utf-8", newline="")  # noqa: SIM115
+            part = self._parts[file] = (stream, csv.writer(stream))
+        return part[1]
 
     def __enter__(self) -> RejectsReport:
         return self
@@ -73,7 +92,7 @@ class RejectsReport:
         self.discard()
 
     def add(self, file: str, line: int, kind: str, reason: str, raw: str) -> None:
-        self._writer.writerow((file, line, kind, reason, printable(strip_line_end(raw))))
+        self._writer_of(file).writerow((file, line, kind, reason, printable(strip_line_end(raw))))
         self._counts[file, kind] += 1
 
     def rejected(self, file: str) -> int:
@@ -87,11 +106,22 @@ class RejectsReport:
         return sum(self._counts.values())
 
     def commit(self) -> None:
+        for file in self._files:
+            part = self._parts.pop(file, None)
+            if part is not None:
+                part[0].close()
+                with open(self._part_path(file), encoding="utf-8", newline="") as stream:
+                    shutil.copyfileobj(stream, self._file)
+                self._part_path(file).unlink()
         self._file.close()
         os.replace(self.partial_path, self.path)
 
     def discard(self) -> None:
-        """Close and remove the partial report (a no-op after `commit`)."""
+        """Close and remove the partial report and its parts (a no-op after `commit`)."""
+        for file, (stream, _) in self._parts.items():
+            stream.close()
+            self._part_path(file).unlink(missing_ok=True)
+        self._parts.clear()
         if not self._file.closed:
             self._file.close()
             self.partial_path.unlink(missing_ok=True)

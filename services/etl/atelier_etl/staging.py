@@ -1,11 +1,23 @@
 """The staging schema: the new data is built beside the served data, then switched in at once.
 
 `atelier_load` is dropped and recreated at the start of each run and gets the service's tables (the
-schema's own 01-tables.sql, applied with the search_path pointing there) plus UNLOGGED raw tables that
-take the typed rows of each file with their line numbers. Set-level rules (duplicate ids, references)
-are decided here in SQL into `sql_rejects`; the kept rows then go into the service's tables, which get
-their keys and indexes last, the fast order. The switch moves the four tables to `public` in one
-transaction: until it commits, the previous data is what is served.
+schema's own 01-tables.sql, applied with the search_path pointing there). Each export table is named
+`raw_<table>` while its file streams in: COPY writes the records straight into its final shape, once,
+with FREEZE (the table is truncated in the COPY's transaction, so nothing rewrites its pages for hint
+bits later). One change to 01-tables.sql while the files stream: reviews gets a `date_ms` column and
+its `date` is computed from it (STAGED_REVIEW_DATE), so COPY takes the export's epoch milliseconds
+as they are; then `date` becomes a plain column again and `date_ms` is dropped (catalog changes only:
+the column's 8 bytes stay in each row as dropped data). The few records that break a set-level rule
+are found afterwards and deleted:
+
+- duplicate ids and references to missing rows break the primary and foreign keys of
+  02-constraints.sql, which are built anyway: only when a key build fails are the explicit queries
+  below run (DUPLICATE_IDS, the REJECT_* deletes), then the keys are built again;
+- a rating whose characteristic belongs to another product than its review breaks no key: that join
+  (RATINGS_OF_OTHER_PRODUCTS) always runs, beside the summaries; it is trusted once the keys hold.
+
+The switch moves the tables to `public` in one transaction: until it commits, the previous data is
+what is served.
 
 Every statement here names its schema; only the schema files rely on the search_path.
 """
@@ -13,7 +25,9 @@ Every statement here names its schema; only the schema files rely on the search_
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from typing import Any
 
 import asyncpg
 
@@ -36,7 +50,6 @@ TABLES = tuple(export_file.table for export_file in EXPORT_FILES)
 SWITCHED_TABLES = TABLES + summaries.TABLES
 # One loader at a time per database: a second one would drop the first one's staging schema.
 ADVISORY_LOCK_KEY = 0x6174656C_6C6F6164  # "atelload"
-_REJECTS_PAGE = 10_000
 # The switch's lock waits: short tries with pauses between them (see switch()).
 SWITCH_LOCK_TIMEOUT_MS = 1000
 SWITCH_PAUSE_SECONDS = 0.5
@@ -45,101 +58,104 @@ SWITCH_ATTEMPTS = 120
 # A load runs long statements; sorts, hashes and index builds over millions of rows like memory.
 SESSION_SETTINGS = """
 SET statement_timeout = 0;
-SET work_mem = '64MB';
+SET work_mem = '256MB';
 SET maintenance_work_mem = '256MB';
 """
 
 TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
 
+# The API replicas' change channel (atelier_api/changes.py; a test keeps the names equal): `*` = everything.
+CHANGES_CHANNEL = "atelier_changes"
+NOTIFY_EVERYTHING = "SELECT pg_notify('atelier_changes', '*')"
+
 CREATE_SCHEMA = f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA}"
 USE_SCHEMA = f"SET search_path TO {SCHEMA}"
 DROP_SCHEMA = f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"
 
-CREATE_SQL_REJECTS = f"""
-CREATE UNLOGGED TABLE {SCHEMA}.sql_rejects (
-    file    text   NOT NULL,
-    line_no bigint NOT NULL,
-    kind    text   NOT NULL,
-    reason  text   NOT NULL,
-    PRIMARY KEY (file, line_no)  -- a record gets the first rule it breaks, the others are ignored
+# reviews.date as 01-tables.sql declares it, and as it is while reviews.csv streams in: computed from the
+# export's milliseconds (exact to 2**53 microseconds, as rows.MAX_DATE_MS allows).
+REVIEW_DATE = re.compile(r"^(\s*)date(\s+)timestamptz NOT NULL DEFAULT now\(\),$", re.MULTILINE)
+STAGED_REVIEW_DATE = (
+    r"\1date_ms\2bigint,\n"
+    r"\1date\2timestamptz NOT NULL GENERATED ALWAYS AS "
+    r"((timestamp '1970-01-01' + date_ms * interval '1 millisecond') AT TIME ZONE 'UTC') STORED,"
 )
+UNSTAGE_REVIEW_DATE = f"""
+ALTER TABLE {SCHEMA}.raw_reviews ALTER COLUMN date DROP EXPRESSION;
+ALTER TABLE {SCHEMA}.raw_reviews ALTER COLUMN date SET DEFAULT now();
+ALTER TABLE {SCHEMA}.raw_reviews DROP COLUMN date_ms;
 """
 
-# Keep the first occurrence of an id (by line), reject the later ones.
-REJECT_DUPLICATES = """
-INSERT INTO {schema}.sql_rejects (file, line_no, kind, reason)
-SELECT $1, r.line_no, 'duplicate_id', format('duplicate id %s (first at line %s)', r.id, d.first_line)
-FROM {schema}.{raw} AS r
-JOIN (SELECT id, min(line_no) AS first_line FROM {schema}.{raw} GROUP BY id HAVING count(*) > 1) AS d
-  ON d.id = r.id
-WHERE r.line_no <> d.first_line
-"""
+EMPTY_SUMMARIES = summaries.EMPTY
 
+# Per export table, built once here from SCHEMA and TABLES (DDL cannot take names as parameters).
+# While its file streams in, a table is named raw_<table>.
+RENAME_TO_RAW = {table: f"ALTER TABLE {SCHEMA}.{table} RENAME TO raw_{table}" for table in TABLES}
+RENAME_FROM_RAW = {table: f"ALTER TABLE {SCHEMA}.raw_{table} RENAME TO {table}" for table in TABLES}
+TRUNCATE_RAW = {table: f"TRUNCATE {SCHEMA}.raw_{table}" for table in TABLES}
+ANALYZE_RAW = {table: f"ANALYZE {SCHEMA}.raw_{table}" for table in TABLES}
+DUPLICATE_IDS = {
+    table: f"SELECT id, count(*) AS copies FROM {SCHEMA}.{table} GROUP BY id HAVING count(*) > 1"
+    for table in TABLES
+}
+DELETE_IDS = {table: f"DELETE FROM {SCHEMA}.{table} WHERE id = any($1::bigint[])" for table in TABLES}
+
+# Each returns the deleted rows' id, kind and reason (kinds as in rejects.py).
 REJECT_PHOTOS_OF_MISSING_REVIEWS = f"""
-INSERT INTO {SCHEMA}.sql_rejects (file, line_no, kind, reason)
-SELECT $1, p.line_no, 'missing_review', format('review_id %s does not exist', p.review_id)
-FROM {SCHEMA}.raw_reviews_photos AS p
+DELETE FROM {SCHEMA}.reviews_photos AS p
 WHERE NOT EXISTS (SELECT FROM {SCHEMA}.reviews AS r WHERE r.id = p.review_id)
-ON CONFLICT DO NOTHING
+RETURNING p.id, 'missing_review' AS kind, format('review_id %s does not exist', p.review_id) AS reason
 """
 
 REJECT_RATINGS_OF_BAD_REFERENCES = f"""
-INSERT INTO {SCHEMA}.sql_rejects (file, line_no, kind, reason)
-SELECT $1, cr.line_no,
-       CASE WHEN r.id IS NULL THEN 'missing_review'
-            WHEN c.id IS NULL THEN 'missing_characteristic'
-            ELSE 'characteristic_of_other_product' END,
-       CASE WHEN r.id IS NULL THEN format('review_id %s does not exist', cr.review_id)
-            WHEN c.id IS NULL THEN format('characteristic_id %s does not exist', cr.characteristic_id)
-            ELSE format('characteristic %s belongs to product %s, review %s to product %s',
-                        c.id, c.product_id, r.id, r.product_id) END
-FROM {SCHEMA}.raw_characteristic_reviews AS cr
-LEFT JOIN {SCHEMA}.reviews AS r ON r.id = cr.review_id
-LEFT JOIN {SCHEMA}.characteristics AS c ON c.id = cr.characteristic_id
-WHERE r.id IS NULL OR c.id IS NULL OR c.product_id <> r.product_id
-ON CONFLICT DO NOTHING
+DELETE FROM {SCHEMA}.characteristic_reviews AS rated
+USING (
+    SELECT cr.id,
+           CASE WHEN r.id IS NULL THEN 'missing_review'
+                WHEN c.id IS NULL THEN 'missing_characteristic'
+                ELSE 'characteristic_of_other_product' END AS kind,
+           CASE WHEN r.id IS NULL THEN format('review_id %s does not exist', cr.review_id)
+                WHEN c.id IS NULL THEN format('characteristic_id %s does not exist', cr.characteristic_id)
+                ELSE format('characteristic %s belongs to product %s, review %s to product %s',
+                            c.id, c.product_id, r.id, r.product_id) END AS reason
+    FROM {SCHEMA}.characteristic_reviews AS cr
+    LEFT JOIN {SCHEMA}.reviews AS r ON r.id = cr.review_id
+    LEFT JOIN {SCHEMA}.characteristics AS c ON c.id = cr.characteristic_id
+    WHERE r.id IS NULL OR c.id IS NULL OR c.product_id <> r.product_id
+) AS bad
+WHERE rated.id = bad.id
+RETURNING bad.id, bad.kind, bad.reason
 """
+
+# Once the keys hold (every reference exists, ids are unique), only the product rule is left. A plain
+# SELECT, run before the keys beside the summaries; what it finds is deleted by id once the keys hold
+# (with a duplicated id or a missing reference its answer is void: REJECT_RATINGS_OF_BAD_REFERENCES
+# decides the product rule with the others).
+RATINGS_OF_OTHER_PRODUCTS = f"""
+SELECT cr.id, 'characteristic_of_other_product' AS kind,
+       format('characteristic %s belongs to product %s, review %s to product %s',
+              c.id, c.product_id, r.id, r.product_id) AS reason
+FROM {SCHEMA}.characteristic_reviews AS cr
+JOIN {SCHEMA}.characteristics AS c ON c.id = cr.characteristic_id
+JOIN {SCHEMA}.reviews AS r ON r.id = cr.review_id
+WHERE c.product_id <> r.product_id
+"""
+# The two hash tables of that join (ids and product ids of reviews and characteristics) fit in memory.
+JOIN_WORK_MEM = "SET LOCAL work_mem = '512MB'"
 
 REFERENCE_CHECKS = {
     REVIEWS_PHOTOS.table: REJECT_PHOTOS_OF_MISSING_REVIEWS,
     CHARACTERISTIC_REVIEWS.table: REJECT_RATINGS_OF_BAD_REFERENCES,
 }
 
-_NOT_REJECTED = f"""
-WHERE NOT EXISTS (SELECT FROM {SCHEMA}.sql_rejects AS x WHERE x.file = $1 AND x.line_no = raw.line_no)
-"""
-
-INSERT_KEPT = {
-    "characteristics": f"""
-INSERT INTO {SCHEMA}.characteristics (id, product_id, name)
-SELECT id, product_id, name FROM {SCHEMA}.raw_characteristics AS raw {_NOT_REJECTED}""",
-    "reviews": f"""
-INSERT INTO {SCHEMA}.reviews (id, product_id, rating, date, summary, body, recommend, reported,
-                              reviewer_name, reviewer_email, response, helpfulness)
-SELECT id, product_id, rating, timestamptz 'epoch' + date_ms * interval '1 millisecond', summary, body,
-       recommend, reported, reviewer_name, reviewer_email, response, helpfulness
-FROM {SCHEMA}.raw_reviews AS raw {_NOT_REJECTED}""",
-    "reviews_photos": f"""
-INSERT INTO {SCHEMA}.reviews_photos (id, review_id, url)
-SELECT id, review_id, url FROM {SCHEMA}.raw_reviews_photos AS raw {_NOT_REJECTED}""",
-    "characteristic_reviews": f"""
-INSERT INTO {SCHEMA}.characteristic_reviews (id, characteristic_id, review_id, value)
-SELECT id, characteristic_id, review_id, value FROM {SCHEMA}.raw_characteristic_reviews AS raw
-{_NOT_REJECTED}""",
-}
-
-REJECTS_PAGE = f"""
-SELECT line_no, kind, reason FROM {SCHEMA}.sql_rejects
-WHERE file = $1 AND line_no > $2 ORDER BY line_no LIMIT $3
-"""
-
-COUNT_REJECTS = f"SELECT count(*) FROM {SCHEMA}.sql_rejects WHERE file = $1"
-
 # Past the largest loaded id, so the API's first insert does not collide; a fresh start when empty.
-MOVE_SEQUENCE = """
-SELECT setval(pg_get_serial_sequence('{schema}.{table}', 'id'), coalesce(max(id), 1), max(id) IS NOT NULL)
-FROM {schema}.{table}
+MOVE_SEQUENCE = {
+    table: f"""
+SELECT setval(pg_get_serial_sequence('{SCHEMA}.{table}', 'id'), coalesce(max(id), 1), max(id) IS NOT NULL)
+FROM {SCHEMA}.{table}
 """
+    for table in TABLES
+}
 
 
 def _row_count(status: str) -> int:
@@ -152,58 +168,123 @@ async def try_lock(conn: asyncpg.Connection) -> bool:
 
 
 async def prepare(conn: asyncpg.Connection) -> None:
-    """A fresh staging schema: the service's tables, a raw table per file, the SQL rejects."""
+    """A fresh staging schema with the service's tables; the export's ones named raw_<table>."""
     await conn.execute(SESSION_SETTINGS)
     await conn.execute(CREATE_SCHEMA)
-    await _apply_schema_file(conn, TABLES_FILE)
-    for export_file in EXPORT_FILES:
-        columns = ", ".join(f"{name} {sql_type}" for name, sql_type in export_file.raw_columns)
-        await conn.execute(f"CREATE UNLOGGED TABLE {SCHEMA}.{export_file.raw_table} ({columns})")
-    await conn.execute(CREATE_SQL_REJECTS)
+    await _apply_schema_file(conn, TABLES_FILE, _staged_review_date)
+    for table in TABLES:
+        await conn.execute(RENAME_TO_RAW[table])
 
 
-async def _apply_schema_file(conn: asyncpg.Connection, name: str) -> None:
+async def _apply_schema_file(
+    conn: asyncpg.Connection, name: str, change: Callable[[str], str] | None = None
+) -> None:
     await conn.execute(USE_SCHEMA)
-    await conn.execute(schema_sql(name))
+    await conn.execute(change(schema_sql(name)) if change else schema_sql(name))
 
 
-async def copy_raw(conn: asyncpg.Connection, export_file: ExportFile, rows: AsyncIterator[tuple]) -> int:
-    """COPY typed rows into the file's raw table; returns the row count PostgreSQL reports."""
-    status = await conn.copy_records_to_table(
-        export_file.raw_table, records=rows, columns=export_file.raw_column_names, schema_name=SCHEMA
+def _staged_review_date(tables_sql: str) -> str:
+    staged, found = REVIEW_DATE.subn(STAGED_REVIEW_DATE, tables_sql)
+    if found != 1:
+        raise LoadError(
+            f"{TABLES_FILE}: expected one `date timestamptz NOT NULL DEFAULT now(),` line (reviews.date)"
+        )
+    return staged
+
+
+async def session(conn: asyncpg.Connection) -> None:
+    """The settings of a loader session (for a second connection that COPYs beside the first)."""
+    await conn.execute(SESSION_SETTINGS)
+
+
+async def copy_file(
+    conn: asyncpg.Connection,
+    export_file: ExportFile,
+    columns: list[str],
+    text_columns: list[str],
+    data: AsyncIterable[bytes],
+) -> int:
+    """COPY a file's CSV records into its raw_<table>; returns the row count PostgreSQL reports."""
+    table = f"raw_{export_file.table}"
+    async with conn.transaction():
+        await conn.execute(TRUNCATE_RAW[export_file.table])  # FREEZE: the table is new in this transaction
+        status = await conn.copy_to_table(
+            table, source=data, columns=columns, schema_name=SCHEMA, freeze=True, **_csv(text_columns)
+        )
+    await conn.execute(ANALYZE_RAW[export_file.table])
+    return _row_count(status)
+
+
+def _csv(text_columns: list[str]) -> dict[str, Any]:
+    """COPY's CSV options: a bare null is NULL, except in text columns (rows.py reads it as text)."""
+    return {"format": "csv", "null": "null", "force_not_null": text_columns or None}
+
+
+async def copy_rows(
+    conn: asyncpg.Connection,
+    export_file: ExportFile,
+    columns: list[str],
+    text_columns: list[str],
+    data: bytes,
+) -> int:
+    """COPY a few more records (re-inserted first copies of duplicated ids) into a filled table."""
+    status = await conn.copy_to_table(
+        export_file.table, source=_once(data), columns=columns, schema_name=SCHEMA, **_csv(text_columns)
     )
-    await conn.execute(f"ANALYZE {SCHEMA}.{export_file.raw_table}")
     return _row_count(status)
 
 
-async def check(conn: asyncpg.Connection, export_file: ExportFile) -> int:
-    """Decide the file's set-level rejects (its parents must be kept already); returns their count."""
-    await conn.execute(REJECT_DUPLICATES.format(schema=SCHEMA, raw=export_file.raw_table), export_file.name)
-    reference_check = REFERENCE_CHECKS.get(export_file.table)
-    if reference_check is not None:
-        await conn.execute(reference_check, export_file.name)
-    return int(await conn.fetchval(COUNT_REJECTS, export_file.name))
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
-async def sql_rejects(
+async def name_tables(conn: asyncpg.Connection) -> None:
+    """Every file is in: reviews.date becomes a plain column, the tables take the service's names."""
+    await conn.execute(UNSTAGE_REVIEW_DATE)
+    for table in TABLES:
+        await conn.execute(RENAME_FROM_RAW[table])
+
+
+async def duplicate_ids(conn: asyncpg.Connection, export_file: ExportFile) -> dict[int, int]:
+    """The ids held by more than one row: id -> number of rows."""
+    rows = await conn.fetch(DUPLICATE_IDS[export_file.table])
+    return {row["id"]: row["copies"] for row in rows}
+
+
+async def delete_ids(conn: asyncpg.Connection, export_file: ExportFile, ids: list[int]) -> int:
+    return _row_count(await conn.execute(DELETE_IDS[export_file.table], ids))
+
+
+async def reject_bad_references(
     conn: asyncpg.Connection, export_file: ExportFile
-) -> AsyncIterator[tuple[int, str, str]]:
-    """The file's set-level rejects as (line, kind, reason), by line, a page at a time."""
-    after = 0
-    while True:
-        page = await conn.fetch(REJECTS_PAGE, export_file.name, after, _REJECTS_PAGE)
-        for row in page:
-            yield row["line_no"], row["kind"], row["reason"]
-        if len(page) < _REJECTS_PAGE:
-            return
-        after = page[-1]["line_no"]
+) -> dict[int, tuple[str, str]]:
+    """Delete the file's rows that refer to missing rows (or another product); id -> (kind, reason)."""
+    check = REFERENCE_CHECKS.get(export_file.table)
+    if check is None:
+        return {}
+    async with conn.transaction():
+        await conn.execute(JOIN_WORK_MEM)
+        rows = await conn.fetch(check)
+    return {row["id"]: (row["kind"], row["reason"]) for row in rows}
 
 
-async def insert_kept(conn: asyncpg.Connection, export_file: ExportFile) -> int:
-    """Fill the staging copy of the service's table with the rows not rejected; returns their count."""
-    status = await conn.execute(INSERT_KEPT[export_file.table], export_file.name)
-    await conn.execute(f"ANALYZE {SCHEMA}.{export_file.table}")
-    return _row_count(status)
+async def ratings_of_other_products(conn: asyncpg.Connection) -> dict[int, tuple[str, str]]:
+    """The ratings whose characteristic and review are of different products: id -> (kind, reason)."""
+    async with conn.transaction():
+        await conn.execute(JOIN_WORK_MEM)
+        rows = await conn.fetch(RATINGS_OF_OTHER_PRODUCTS)
+    return {row["id"]: (row["kind"], row["reason"]) for row in rows}
+
+
+async def empty_summaries(conn: asyncpg.Connection) -> None:
+    await conn.execute(USE_SCHEMA)
+    await conn.execute(EMPTY_SUMMARIES)
+
+
+async def rebuild_summaries(conn: asyncpg.Connection) -> None:
+    """The summaries again, after rows they counted were rejected (a key build or the product check)."""
+    await conn.execute(USE_SCHEMA)
+    await summaries.rebuild(conn)
 
 
 async def build_summaries(conn: asyncpg.Connection) -> None:
@@ -212,11 +293,17 @@ async def build_summaries(conn: asyncpg.Connection) -> None:
     await summaries.build(conn)
 
 
-async def build_keys_and_indexes(conn: asyncpg.Connection) -> None:
+async def build_keys(conn: asyncpg.Connection) -> None:
+    """02-constraints.sql, in one transaction: a duplicate id or a missing reference fails it whole
+    (asyncpg.IntegrityConstraintViolationError) and leaves the tables as they were."""
     await _apply_schema_file(conn, CONSTRAINTS_FILE)
+
+
+async def build_indexes(conn: asyncpg.Connection) -> None:
+    """03-indexes.sql, then each sequence past its table's largest id (read from the new key)."""
     await _apply_schema_file(conn, INDEXES_FILE)
     for table in TABLES:
-        await conn.execute(MOVE_SEQUENCE.format(schema=SCHEMA, table=table))
+        await conn.execute(MOVE_SEQUENCE[table])
 
 
 async def switch(conn: asyncpg.Connection) -> None:
@@ -240,6 +327,8 @@ async def switch(conn: asyncpg.Connection) -> None:
                 await conn.execute(f"SET LOCAL search_path TO {SERVED_SCHEMA}")
                 await conn.execute(schema_sql(REQUESTS_FILE))
                 await conn.execute(schema_sql(PRIVILEGES_FILE))
+                # Every API replica empties its response cache when this commits (atelier_api/changes.py).
+                await conn.execute(NOTIFY_EVERYTHING)
             return
         except asyncpg.LockNotAvailableError:
             if attempt == SWITCH_ATTEMPTS:
