@@ -26,8 +26,8 @@ import stack  # noqa: E402  (scripts/stack.py: the same login helper `make up` u
 NOW = datetime(2024, 5, 1, 12, 30, 45, tzinfo=UTC)
 ROLE = "atelier_api_test"
 
-TABLES = ("reviews", "reviews_photos", "characteristics", "characteristic_reviews", "helpful_votes",
-          "idempotency_keys")  # fmt: skip
+TABLES = ("reviews", "reviews_photos", "characteristics", "characteristic_reviews", "product_summaries",
+          "characteristic_summaries", "helpful_votes", "idempotency_keys")  # fmt: skip
 SEQUENCES = (
     "reviews_id_seq",
     "reviews_photos_id_seq",
@@ -76,6 +76,19 @@ EXPECTED = (
     }
     | {("characteristic_reviews", column, "INSERT") for column in ("characteristic_id", "review_id", "value")}
     | {("characteristic_reviews", "", "SELECT")}
+    | {
+        ("product_summaries", column, privilege)
+        for column in ("product_id", "ratings", "recommended", "not_recommended")
+        for privilege in ("SELECT", "INSERT")
+    }  # fmt: skip
+    | {("product_summaries", column, "UPDATE") for column in ("ratings", "recommended", "not_recommended")}
+    | {("product_summaries", "", "SELECT")}
+    | {
+        ("characteristic_summaries", column, "SELECT")
+        for column in ("characteristic_id", "product_id", "name", "rating_sum", "rating_count")
+    }  # fmt: skip
+    | {("characteristic_summaries", column, "UPDATE") for column in ("rating_sum", "rating_count")}
+    | {("characteristic_summaries", "", "SELECT")}
     | {
         ("helpful_votes", column, privilege)
         for column in ("request_id", "review_id", "voted_at")
@@ -234,6 +247,10 @@ async def test_every_endpoint_works_as_the_api_role(api_url: str, aiohttp_client
         " VALUES (999, 1, 5, 'b', true, 'n', 'e')",
         "INSERT INTO characteristics (product_id, name) VALUES (1, 'Sneaky')",
         "UPDATE characteristic_reviews SET value = 1",
+        "DELETE FROM product_summaries",
+        "TRUNCATE characteristic_summaries",
+        "UPDATE characteristic_summaries SET name = 'Sneaky'",
+        "UPDATE product_summaries SET product_id = 1",
     ],
 )
 async def test_the_api_role_cannot(as_api: asyncpg.Connection, statement: str) -> None:

@@ -149,7 +149,9 @@ async def test_acquire_waits_measure_time_queued_for_a_connection(
         assert not request.done()
     assert (await request).status == 200
     assert waits("count") == before + 1
-    assert waits("sum") >= 0.3
+    # Queued for most of the 0.3 s the connection was held (the request reached the pool a few
+    # milliseconds into it).
+    assert waits("sum") >= 0.25
     assert waits("bucket", le="0.25") == before  # every earlier wait was quick; this one was not
 
 

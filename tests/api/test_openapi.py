@@ -242,6 +242,27 @@ async def test_product_meta(
         assert body["characteristics"]["Fit"]["value"] is None
 
 
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/reviews", "product_id=2"),
+        ("/reviews/meta", "product_id=2"),
+        ("/reviews/meta/batch", "product_ids=2,3"),
+        ("/reviews/{review_id}", ""),
+        ("/healthz", ""),
+    ],
+)
+async def test_not_modified(
+    client: Client, document: Document, catalog: dict[str, int], path: str, query: str
+) -> None:
+    url = path.replace("{review_id}", str(catalog["review"])) + (f"?{query}" if query else "")
+    first = await client.get(url)
+    await document.check(first, "GET", path)
+    again = await client.get(url, headers={"If-None-Match": first.headers["ETag"]})
+    assert again.status == 304
+    assert await document.check(again, "GET", path) is None
+
+
 @pytest.mark.parametrize("path", ["/reviews/meta/batch", "/reviews/meta/batch/"])
 @pytest.mark.parametrize(
     ("query", "status"),

@@ -196,7 +196,10 @@ MET = {
     "GET /reviews": {200, 422},
     "GET /reviews/meta/batch": {200, 422},
     "POST /reviews": {201, 400, 405, 422},
-    "GET /reviews/{review_id}": {200, 404},
+    # Not 200: the run reports the reviews of its examples (PUT .../report runs first) before it asks for
+    # them, so a 200 here came only by chance from a generated id. test_openapi.py checks a real 200 of
+    # this operation against the document.
+    "GET /reviews/{review_id}": {404},
     "PUT /reviews/{review_id}/helpful": {204, 404},
     "PUT /reviews/{review_id}/report/": {204, 404},
     "GET /docs/static/{asset}": {200, 404},

@@ -23,7 +23,7 @@ import schemathesis
 from schemathesis import engine
 from schemathesis.engine import events
 
-from atelier_etl import summaries
+from atelier_etl import staging, summaries
 from tests.e2e.conftest import LocalStack
 
 T = TypeVar("T")
@@ -112,6 +112,7 @@ async def unreport_all_but(database_url: str, keep: set[int]) -> None:
             "UPDATE reviews SET reported = false WHERE reported AND id <> all($1::bigint[])", keep
         )
         await summaries.rebuild(conn)  # the reviews count again, as after a load
+        await conn.execute(staging.NOTIFY_EVERYTHING)  # and the replicas' caches forget, as after a load
     finally:
         await conn.close()
 

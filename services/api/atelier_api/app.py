@@ -9,9 +9,12 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from atelier_api.cache import ResponseCache
+from atelier_api.changes import listen_for_changes
 from atelier_api.config import Config
 from atelier_api.errors import DATABASE_UNAVAILABLE, error_middleware
-from atelier_api.keys import CLOCK_KEY, CONFIG_KEY, METRICS_KEY, POOL_KEY, Clock
+from atelier_api.http_cache import conditional_get
+from atelier_api.keys import CACHE_KEY, CLOCK_KEY, CONFIG_KEY, METRICS_KEY, POOL_KEY, Clock
 from atelier_api.metrics import Metrics
 from atelier_api.observability import observe, send_request_id
 from atelier_api.pool import InstrumentedPool
@@ -30,11 +33,16 @@ def utc_now() -> datetime:
 
 def create_app(config: Config, *, clock: Clock = utc_now) -> web.Application:
     # observe is outermost: it counts and logs the response the error middleware made of a failure.
-    app = web.Application(middlewares=[observe, error_middleware], client_max_size=config.max_body_bytes)
+    # conditional_get is innermost: it sees only what a handler answered (ETag, 304).
+    app = web.Application(
+        middlewares=[observe, error_middleware, conditional_get], client_max_size=config.max_body_bytes
+    )
     app[CONFIG_KEY] = config
     app[CLOCK_KEY] = clock
-    app[METRICS_KEY] = Metrics(pool=lambda: app.get(POOL_KEY))
+    app[CACHE_KEY] = ResponseCache(max_bytes=config.cache_max_bytes, ttl=config.cache_ttl)
+    app[METRICS_KEY] = Metrics(pool=lambda: app.get(POOL_KEY), cache=app[CACHE_KEY])
     app.cleanup_ctx.append(database_pool)
+    app.cleanup_ctx.append(listen_for_changes)
     app.on_response_prepare.append(name_the_replica)
     app.on_response_prepare.append(send_request_id)
     app.router.add_routes(routes)

@@ -7,8 +7,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from atelier_api import idempotency, readiness, review_draft, reviews, summaries, validation, votes
-from atelier_api.keys import CLOCK_KEY, CONFIG_KEY, METRICS_KEY, POOL_KEY
+from atelier_api import http_cache, idempotency, readiness, review_draft, reviews, validation, votes
+from atelier_api.cache import etag_of
+from atelier_api.keys import CACHE_KEY, CLOCK_KEY, CONFIG_KEY, METRICS_KEY, POOL_KEY
 from atelier_api.observability import request_id
 
 
@@ -18,10 +19,8 @@ def json_response(body: Any, status: int = 200) -> web.Response:
 
 async def list_reviews(request: web.Request) -> web.Response:
     query = validation.reviews_query(request.query, request.app[CONFIG_KEY].reviews_max_count)
-    results = await reviews.list_reviews(request.app[POOL_KEY], query)
-    return json_response(
-        {"product": str(query.product_id), "page": query.page - 1, "count": query.count, "results": results}
-    )
+    page, hit = await http_cache.reviews_page(request.app, query)
+    return http_cache.cached_answer(request, page.body, page.etag, hit)
 
 
 async def get_review(request: web.Request) -> web.Response:
@@ -31,12 +30,15 @@ async def get_review(request: web.Request) -> web.Response:
 
 async def product_meta(request: web.Request) -> web.Response:
     product_id = validation.meta_query(request.query)
-    return json_response(await summaries.product_summary(request.app[POOL_KEY], product_id))
+    (summary,), hit = await http_cache.product_summaries(request.app, [product_id])
+    return http_cache.cached_answer(request, summary.body, summary.etag, hit)
 
 
 async def product_meta_batch(request: web.Request) -> web.Response:
     product_ids = validation.meta_batch_query(request.query)
-    return json_response({"results": await summaries.product_summaries(request.app[POOL_KEY], product_ids)})
+    found, hit = await http_cache.product_summaries(request.app, product_ids)
+    body = b'{"results":[' + b",".join(summary.body for summary in found) + b"]}"
+    return http_cache.cached_answer(request, body, etag_of(body), hit)
 
 
 async def create_review(request: web.Request) -> web.Response:
@@ -45,6 +47,8 @@ async def create_review(request: web.Request) -> web.Response:
     draft = review_draft.parse(payload)
     claim = idempotency.Claim(key, idempotency.request_hash(payload)) if key is not None else None
     created = await reviews.create_review(request.app[POOL_KEY], draft, request.app[CLOCK_KEY](), claim)
+    if created.product_id is not None:  # the other replicas hear of it by notification (changes.py)
+        request.app[CACHE_KEY].invalidate(created.product_id)
     headers = {"Location": f"/reviews/{created.review_id}"}
     if created.replayed:
         headers[idempotency.REPLAYED_HEADER] = "true"
@@ -56,13 +60,17 @@ async def mark_helpful(request: web.Request) -> web.Response:
     """Counted once per request id: nginx's retry on another replica, or the client's own retry with
     its X-Request-Id, is acknowledged again without counting again (votes.py)."""
     review_id = validation.review_id(request.match_info["review_id"])
-    await votes.mark_helpful(request.app[POOL_KEY], review_id, request_id(request))
+    product_id = await votes.mark_helpful(request.app[POOL_KEY], review_id, request_id(request))
+    if product_id is not None:
+        request.app[CACHE_KEY].invalidate(product_id)
     return web.Response(status=204)
 
 
 async def report_review(request: web.Request) -> web.Response:
     review_id = validation.review_id(request.match_info["review_id"])
-    await reviews.report(request.app[POOL_KEY], review_id)
+    product_id = await reviews.report(request.app[POOL_KEY], review_id)
+    if product_id is not None:
+        request.app[CACHE_KEY].invalidate(product_id)
     return web.Response(status=204)
 
 

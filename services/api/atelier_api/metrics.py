@@ -12,8 +12,10 @@ from collections.abc import Callable, Iterable
 import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from atelier_api.cache import ResponseCache
 
 # A request takes about a millisecond; the buckets resolve that and still show a slow tail.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -22,7 +24,7 @@ ACQUIRE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0
 
 
 class Metrics:
-    def __init__(self, pool: Callable[[], asyncpg.Pool | None]) -> None:
+    def __init__(self, pool: Callable[[], asyncpg.Pool | None], cache: ResponseCache) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "atelier_http_requests",
@@ -47,6 +49,7 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(PoolCollector(pool))
+        self.registry.register(CacheCollector(cache))
         ProcessCollector(registry=self.registry)  # CPU, memory, open files of this process
 
     def exposition(self, accept: str) -> tuple[bytes, str]:
@@ -77,4 +80,39 @@ class PoolCollector(Collector):
             "atelier_db_pool_max_connections",
             "Most connections the pool may open (DB_POOL_MAX_SIZE).",
             value=pool.get_max_size(),
+        )
+
+
+class CacheCollector(Collector):
+    """The response cache's figures, read at scrape time (cache.py counts them)."""
+
+    def __init__(self, cache: ResponseCache) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterable[Metric]:
+        cache, stats = self.cache, self.cache.stats
+        lookups = CounterMetricFamily(
+            "atelier_cache_lookups", "Response cache lookups, by result.", labels=["result"]
+        )
+        lookups.add_metric(["hit"], stats.hits)
+        lookups.add_metric(["miss"], stats.misses)
+        yield lookups
+        yield CounterMetricFamily(
+            "atelier_cache_invalidations",
+            "Products whose cached answers a write dropped.",
+            value=stats.invalidations,
+        )
+        yield CounterMetricFamily(
+            "atelier_cache_flushes",
+            "Times the whole cache was emptied (a load, or the change listener (re)connecting).",
+            value=stats.flushes,
+        )
+        yield GaugeMetricFamily("atelier_cache_entries", "Answers in the response cache.", value=len(cache))
+        yield GaugeMetricFamily(
+            "atelier_cache_bytes", "Bytes the response cache holds.", value=cache.size_bytes
+        )
+        yield GaugeMetricFamily(
+            "atelier_cache_listening",
+            "1 while the change listener is connected (the cache fills only then).",
+            value=int(cache.live),
         )

@@ -13,7 +13,15 @@ from typing import Any
 import orjson
 
 from atelier_api.idempotency import REPLAYED_HEADER
-from atelier_api.openapi_components import HTTP_LINE_LIMIT, Json, components, json_content, ref, response
+from atelier_api.openapi_components import (
+    HTTP_LINE_LIMIT,
+    VALIDATOR_HEADERS,
+    Json,
+    components,
+    json_content,
+    ref,
+    response,
+)
 from atelier_api.votes import VOTE_RETENTION
 
 # The Swagger UI files GET /docs/static/{asset} serves (openapi_ui_bundles), with their media types.
@@ -331,9 +339,22 @@ def document(max_count: int, max_body_bytes: int) -> Json:
         "openapi": "3.1.0",
         "info": {"title": "Atelier ratings & reviews", "version": "1.0.0", "description": description},
         "tags": [{"name": name, "description": about} for name, about in TAGS.items()],
-        "paths": _paths(),
+        "paths": _with_validators(_paths()),
         "components": components(max_count, max_body_bytes),
     }
+
+
+def _with_validators(paths: Json) -> Json:
+    """Every GET answers 200 with an ETag and a Cache-Control, and 304 to a matching If-None-Match
+    (atelier_api/http_cache.py; aiohttp does the same for the /docs assets it serves from files)."""
+    for item in paths.values():
+        get = item.get("get")
+        if get is None or "200" not in get["responses"]:
+            continue
+        ok = get["responses"]["200"]
+        ok["headers"] = ok.get("headers", {}) | VALIDATOR_HEADERS
+        get["responses"] = dict(sorted((get["responses"] | {"304": ref("responses", "NotModified")}).items()))
+    return paths
 
 
 @cache

@@ -332,7 +332,27 @@ HEADERS = {
         "required": True,
         "schema": {"type": "integer", "minimum": 0},
     },
+    "ETag": {
+        "description": "A validator of this answer (a hash of its bytes; W/-prefixed when nginx compressed "
+        "it). Send it back as If-None-Match: an unchanged answer is then a 304 with no body.",
+        "required": True,
+        "schema": {"type": "string", "pattern": '^(W/)?"[^"]+"$'},
+    },
+    "Cache-Control": {
+        "description": "How long a client may reuse the answer: `public, max-age=N` (HTTP_CACHE_MAX_AGE) for "
+        "reviews and summaries, `no-cache` (revalidate each time) for the rest.",
+        "required": True,
+        "schema": {"type": "string"},
+    },
+    "X-Cache": {
+        "description": "`hit` when the replica answered from its cache (which every write of the product "
+        "empties on every replica), `miss` when it read the database.",
+        "required": False,
+        "schema": {"type": "string", "enum": ["hit", "miss"]},
+    },
 }
+# What every 200 answer to a GET carries.
+VALIDATOR_HEADERS = {name: ref("headers", name) for name in ("ETag", "Cache-Control", "X-Cache")}
 
 
 def responses(max_body_bytes: int) -> Json:
@@ -354,6 +374,10 @@ def responses(max_body_bytes: int) -> Json:
             },
             "content": json_content(ref("schemas", "Error")) | plain_text,
         },
+        "NotModified": response(
+            "If-None-Match named the current answer's ETag: the client's copy is still right (no body).",
+            headers={name: ref("headers", name) for name in ("ETag", "Cache-Control")},
+        ),
         "NotFound": error("No such review (or a reported one), or no such path."),
         "PayloadTooLarge": error(f"The body is larger than {max_body_bytes} bytes (MAX_BODY_BYTES)."),
         "InvalidInput": error("One or more parameters or fields broke their rules; `details` lists each."),

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from atelier_api import idempotency, summaries
+from atelier_api import changes, idempotency, summaries
 from atelier_api.errors import ReviewNotFound
 from atelier_api.review_draft import ReviewDraft
 from atelier_api.validation import ReviewsQuery, Sort
@@ -122,6 +122,7 @@ async def get_review(pool: asyncpg.Pool, review_id: int) -> Json:
 @dataclass(frozen=True, slots=True)
 class Created:
     review_id: int
+    product_id: int | None  # None for a replay: nothing changed
     replayed: bool = False  # an Idempotency-Key's earlier review, nothing stored now
 
 
@@ -138,7 +139,7 @@ async def create_review(
         draft.complete(product_known=False, product_characteristic_ids=())
     async with pool.acquire() as conn, conn.transaction():
         if key is not None and (earlier := await idempotency.claim(conn, key)) is not None:
-            return Created(earlier, replayed=True)
+            return Created(earlier, None, replayed=True)
         known = await conn.fetchrow(KNOWN_PRODUCT, draft.product_id)
         review = draft.complete(
             product_known=known["has_reviews"] or bool(known["characteristic_ids"]),
@@ -163,25 +164,29 @@ async def create_review(
         await summaries.add_review(
             conn, review.product_id, review.rating, review.recommend, review.characteristics
         )
+        await changes.notify(conn, review.product_id)
         if key is not None:
             await idempotency.record(conn, key, review_id)
-    return Created(review_id)
+    return Created(review_id, review.product_id)
 
 
-async def report(pool: asyncpg.Pool, review_id: int) -> None:
-    """Hide the review and take it out of its product's summary, in one transaction; reporting a
-    reported review changes nothing. Raises ReviewNotFound when there is no such review."""
+async def report(pool: asyncpg.Pool, review_id: int) -> int | None:
+    """Hide the review and take it out of its product's summary, in one transaction; returns its
+    product, or None when it was reported already (nothing changes). Raises ReviewNotFound when there
+    is no such review."""
     async with pool.acquire() as conn, conn.transaction():
         review = await conn.fetchrow(LOCK_REVIEW, review_id)
         if review is None:
             raise ReviewNotFound(review_id)
         if review["reported"]:
-            return
+            return None
         await conn.execute(REPORT, review_id)
         ratings = await conn.fetch(REVIEW_CHARACTERISTIC_RATINGS, review_id)
         await summaries.remove_review(
             conn, review["product_id"], review["rating"], review["recommend"], [tuple(row) for row in ratings]
         )
+        await changes.notify(conn, review["product_id"])
+    return int(review["product_id"])
 
 
 async def _photos(conn: asyncpg.Connection, review_ids: Sequence[int]) -> dict[int, list[Json]]:

@@ -21,9 +21,10 @@ VOTE_RETENTION = timedelta(hours=24)
 # `vote` records nothing for an unknown review, nor for a request id recorded for it within the
 # retention (a concurrent insert of the same id waits for the first one's transaction, then conflicts
 # or not); an expired record is renewed, as if absent. `counted` adds one only for a vote just recorded,
-# saturating at the column's maximum. `expired` keeps the table bounded: up to two other votes past the
-# retention go with each vote, skipping any that another transaction holds, so votes never wait on each
-# other for it.
+# saturating at the column's maximum, and `notified` tells every replica's cache of it when it commits
+# (a CTE that is not DML runs only when read, hence the count of it below). `expired` keeps the table
+# bounded: up to two other votes past the retention go with each vote, skipping any that another
+# transaction holds, so votes never wait on each other for it.
 MARK_HELPFUL = """
     WITH review AS (
         SELECT id FROM reviews WHERE id = $1
@@ -36,7 +37,9 @@ MARK_HELPFUL = """
     ), counted AS (
         UPDATE reviews SET helpfulness = helpfulness + (helpfulness < 2147483647)::int
         WHERE id IN (SELECT review_id FROM vote)
-        RETURNING id
+        RETURNING product_id
+    ), notified AS (
+        SELECT pg_notify('atelier_changes', product_id::text) FROM counted
     ), expired AS (
         DELETE FROM helpful_votes
         WHERE (request_id, review_id) IN (
@@ -47,16 +50,21 @@ MARK_HELPFUL = """
             FOR UPDATE SKIP LOCKED
         )
     )
-    SELECT EXISTS (SELECT FROM review) AS found, EXISTS (SELECT FROM counted) AS counted
+    SELECT
+        EXISTS (SELECT FROM review) AS found,
+        (SELECT product_id FROM counted) AS counted_for,
+        (SELECT count(*) FROM notified) AS notified
 """
 
 
-async def mark_helpful(pool: asyncpg.Pool, review_id: int, request_id: str) -> bool:
-    """Count request `request_id`'s helpful vote for the review, once; False when it was counted before.
+async def mark_helpful(pool: asyncpg.Pool, review_id: int, request_id: str) -> int | None:
+    """Count request `request_id`'s helpful vote for the review, once. Returns the review's product when
+    the vote was counted (and notified, atelier_api/changes.py), None when it was counted before.
 
     Raises ReviewNotFound (and records nothing) when there is no such review.
     """
     outcome = await pool.fetchrow(MARK_HELPFUL, review_id, request_id, VOTE_RETENTION)
     if not outcome["found"]:
         raise ReviewNotFound(review_id)
-    return bool(outcome["counted"])
+    counted_for: int | None = outcome["counted_for"]
+    return counted_for

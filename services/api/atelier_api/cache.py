@@ -1,0 +1,148 @@
+"""The replica's response cache: JSON bodies of GET /reviews and /reviews/meta, kept per product.
+
+Never stale beyond a write's notification: every write that changes what a product's GETs answer
+notifies its product id when it commits (changes.py), and each replica's listener drops that product's
+entries; the writing replica also drops them itself before it answers. The cache only fills while the
+listener is connected, and is emptied whenever it (re)connects, so notifications missed while it was
+away cannot leave old answers behind. Entries also expire after a TTL, a backstop for what no
+notification can cover (a write made by hand, outside the API).
+
+A read that overlaps an invalidation must not store what it read: it takes a `token()` before asking
+the database, and `put` stores only when no invalidation of its product (or flush) came after it.
+
+Bounded by bytes (least recently used first out); an answer larger than a 64th of the budget is served
+but not kept, so one huge page cannot evict everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+
+# Bookkeeping per entry (key tuple, dict slots, entry object) counted against the byte budget.
+ENTRY_OVERHEAD = 200
+# Invalidations remembered per product for the overlap check; past this many, they are forgotten at
+# once by counting them as a flush (fills in flight are then not stored, which is always safe).
+MAX_REMEMBERED_INVALIDATIONS = 50_000
+
+
+def etag_of(body: bytes) -> str:
+    """A strong validator of the body's bytes (quoted, as the header wants it)."""
+    return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    body: bytes
+    etag: str
+    expires: float = 0.0
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    invalidations: int = 0
+    flushes: int = 0
+
+
+@dataclass
+class ResponseCache:
+    max_bytes: int
+    ttl: float
+    clock: Callable[[], float] = time.monotonic
+    live: bool = False  # the listener is connected: only then may entries be stored
+    stats: CacheStats = field(default_factory=CacheStats)
+
+    def __post_init__(self) -> None:
+        self._entries: OrderedDict[tuple[int, Hashable], Entry] = OrderedDict()
+        self._by_product: dict[int, set[Hashable]] = {}
+        self._bytes = 0
+        self._sequence = 0  # counts invalidations and flushes
+        self._flushed_at = 0
+        self._invalidated_at: dict[int, int] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_bytes > 0
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, product_id: int, variant: Hashable) -> Entry | None:
+        key = (product_id, variant)
+        entry = self._entries.get(key)
+        if entry is None:
+            self.stats.misses += 1
+            return None
+        if entry.expires <= self.clock():
+            self._drop(key)
+            self.stats.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.stats.hits += 1
+        return entry
+
+    def token(self) -> int:
+        """Take before reading the database; hand to `put` with what was read."""
+        return self._sequence
+
+    def put(self, product_id: int, variant: Hashable, body: bytes, token: int) -> Entry:
+        """The entry for this body; stored only when the cache is live and nothing invalidated the
+        product since `token` was taken."""
+        entry = Entry(body, etag_of(body), self.clock() + self.ttl)
+        size = len(body) + ENTRY_OVERHEAD
+        if (
+            not self.live
+            or size > self.max_bytes // 64
+            or token < self._flushed_at
+            or token < self._invalidated_at.get(product_id, 0)
+        ):
+            return entry
+        key = (product_id, variant)
+        if key in self._entries:
+            self._drop(key)
+        self._entries[key] = entry
+        self._by_product.setdefault(product_id, set()).add(variant)
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+            self._drop(next(iter(self._entries)))
+        return entry
+
+    def invalidate(self, product_id: int) -> None:
+        """Forget every answer about this product, and any being read now."""
+        self._sequence += 1
+        self.stats.invalidations += 1
+        if len(self._invalidated_at) >= MAX_REMEMBERED_INVALIDATIONS:
+            self._invalidated_at.clear()
+            self._flushed_at = self._sequence
+        self._invalidated_at[product_id] = self._sequence
+        for variant in self._by_product.pop(product_id, ()):
+            entry = self._entries.pop((product_id, variant))
+            self._bytes -= len(entry.body) + ENTRY_OVERHEAD
+
+    def flush(self) -> None:
+        """Forget everything, and every answer being read now."""
+        self._sequence += 1
+        self.stats.flushes += 1
+        self._flushed_at = self._sequence
+        self._invalidated_at.clear()
+        self._entries.clear()
+        self._by_product.clear()
+        self._bytes = 0
+
+    def _drop(self, key: tuple[int, Hashable]) -> None:
+        entry = self._entries.pop(key)
+        self._bytes -= len(entry.body) + ENTRY_OVERHEAD
+        product_id, variant = key
+        variants = self._by_product[product_id]
+        variants.discard(variant)
+        if not variants:
+            del self._by_product[product_id]

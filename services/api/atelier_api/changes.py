@@ -1,0 +1,110 @@
+"""Change notifications: how every replica learns that a write changed a product's answers.
+
+A write that changes what GET /reviews or /reviews/meta answer for a product calls `notify` inside its
+transaction. PostgreSQL delivers a NOTIFY to every listening session when (and only if) the transaction
+commits, and after its changes are visible, so a replica that drops its entries on the notification and
+then reads again reads the new data. The payload is the product id; `*` (the loader's switch to new
+data) means everything.
+
+Each replica keeps one connection of its own LISTENing (`listen_for_changes`, in the app's cleanup
+context). Losing it makes the cache stop filling and empties it, and it reconnects with a backoff; a
+reconnection empties the cache again, since notifications sent meanwhile were missed. A ping every
+PING_INTERVAL seconds catches a connection that died silently (no reset reached us), which bounds the
+staleness in that case to PING_INTERVAL + PING_TIMEOUT, well inside the cache's TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import asyncpg
+from aiohttp import web
+
+from atelier_api.cache import ResponseCache
+from atelier_api.errors import DATABASE_UNAVAILABLE
+from atelier_api.keys import CACHE_KEY, CONFIG_KEY
+
+log = logging.getLogger(__name__)
+
+# The same name is in atelier_etl/staging.py (the loader's flush); a test keeps them equal.
+CHANNEL = "atelier_changes"
+EVERYTHING = "*"
+PING_INTERVAL = 2.0  # seconds
+PING_TIMEOUT = 1.0
+RECONNECT_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0)  # seconds, then the last one again
+
+NOTIFY = "SELECT pg_notify('atelier_changes', $1::text)"
+
+
+async def notify(conn: asyncpg.Connection, product_id: int) -> None:
+    """Tell every replica, when the caller's transaction commits, that this product's answers changed."""
+    await conn.execute(NOTIFY, str(product_id))
+
+
+def apply(cache: ResponseCache, payload: str) -> None:
+    """Act on one notification's payload: a product id, or `*` for everything."""
+    if payload.isdigit():
+        cache.invalidate(int(payload))
+    else:  # `*`, or anything unexpected: forgetting everything is always safe
+        cache.flush()
+
+
+async def listen_for_changes(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: the listener runs for the app's whole life."""
+    cache = app[CACHE_KEY]
+    task = None
+    if cache.enabled:
+        task = asyncio.create_task(_listen(app[CONFIG_KEY].database_url, cache), name="atelier-listener")
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        cache.live = False
+
+
+async def _listen(database_url: str, cache: ResponseCache) -> None:
+    failures = 0
+    while True:
+        conn = None
+        try:
+            conn = await asyncpg.connect(
+                database_url,
+                timeout=PING_INTERVAL + PING_TIMEOUT,
+                server_settings={"application_name": "atelier-api-listener"},
+            )
+            conn.add_termination_listener(lambda _: _lost(cache))
+            await conn.add_listener(CHANNEL, lambda _conn, _pid, _channel, payload: apply(cache, payload))
+            cache.flush()  # what was notified while nobody listened is unknown
+            cache.live = True
+            if failures:
+                log.info("listening for changes again; the response cache was emptied")
+            failures = 0
+            while True:
+                await asyncio.sleep(PING_INTERVAL)
+                await conn.fetchval("SELECT 1", timeout=PING_TIMEOUT)
+        except (*DATABASE_UNAVAILABLE, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            _lost(cache)
+            if failures == 0:
+                log.warning(
+                    "not listening for changes (%r); the response cache is off until it reconnects", error
+                )
+            failures += 1
+        except Exception:  # a bug must not leave a cache that nobody invalidates
+            _lost(cache)
+            log.exception("the change listener failed; the response cache is off until it reconnects")
+            failures += 1
+        finally:
+            if conn is not None:
+                conn.terminate()
+        await asyncio.sleep(RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS)) - 1])
+
+
+def _lost(cache: ResponseCache) -> None:
+    cache.live = False
+    cache.flush()

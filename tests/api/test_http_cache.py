@@ -1,0 +1,315 @@
+"""HTTP caching (issue 7): validators and 304s on every GET, and a replica cache that is never stale.
+
+The cache is exercised through real apps on the suite's database: hits, a write's invalidation on the
+writing app and, by LISTEN/NOTIFY, on another app (another replica); the listener's loss and return
+(the cache stops, empties and refills); and the overlap of a read with a write. ResponseCache's own
+rules (TTL, byte budget, the overlap token) are checked directly with a clock the test controls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
+
+from atelier_api import changes
+from atelier_api.app import create_app
+from atelier_api.cache import ENTRY_OVERHEAD, ResponseCache
+from atelier_api.config import Config
+from atelier_api.keys import CACHE_KEY
+from atelier_etl import staging
+from tests.api import factories
+from tests.api.conftest import NOW
+from tests.api.outages import DatabaseProxy
+
+Client = TestClient[web.Request, web.Application]
+# How long a test waits for a notification to reach another app (it takes milliseconds).
+NOTIFICATION_WAIT = 5.0
+
+CACHED_GETS = [
+    "/reviews?product_id=2",
+    "/reviews/?product_id=2&sort=newest&count=3",
+    "/reviews/meta?product_id=2",
+    "/reviews/meta/batch?product_ids=2,3,2",
+]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = NOTIFICATION_WAIT) -> None:
+    async with asyncio.timeout(timeout):
+        while not await check():
+            await asyncio.sleep(0.01)
+
+
+async def listening(client: Client) -> Client:
+    """The client, once its app's change listener is connected (the cache fills only then)."""
+    cache = client.app[CACHE_KEY]
+
+    async def live() -> bool:
+        return cache.live
+
+    await eventually(live)
+    return client
+
+
+@pytest.fixture
+async def product(db: asyncpg.Connection) -> int:
+    quality = await factories.characteristic(db, 2, "Quality")
+    for rating in (5, 3):
+        review_id = await factories.review(db, 2, rating=rating)
+        await factories.characteristic_rating(db, quality, review_id, rating)
+    await factories.characteristic(db, 3, "Fit")
+    await factories.advance_sequences(db)
+    return 2
+
+
+@pytest.fixture
+def make_client(config: Config, aiohttp_client: AiohttpClient) -> Callable[..., Awaitable[Client]]:
+    async def make(**settings: object) -> Client:
+        app = create_app(Config(**{**vars_of(config), **settings}), clock=lambda: NOW)
+        return await listening(await aiohttp_client(app))
+
+    return make
+
+
+def vars_of(config: Config) -> dict[str, object]:
+    return {name: getattr(config, name) for name in config.__slots__}
+
+
+@pytest.mark.parametrize("path", [*CACHED_GETS, "/reviews/1", "/healthz", "/openapi.json"])
+async def test_every_get_has_a_validator_and_a_matching_one_gets_304(product, make_client, path) -> None:
+    client = await make_client()
+    first = await client.get(path)
+    assert first.status == 200
+    etag = first.headers["ETag"]
+    assert etag.startswith('"') and etag.endswith('"')
+    assert first.headers["Cache-Control"]
+    body = await first.read()
+
+    for if_none_match in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+        again = await client.get(path, headers={"If-None-Match": if_none_match})
+        assert again.status == 304, if_none_match
+        assert await again.read() == b""
+        assert again.headers["ETag"] == etag
+    other = await client.get(path, headers={"If-None-Match": '"something-else"'})
+    assert (other.status, await other.read()) == (200, body)
+
+
+@pytest.mark.parametrize("path", CACHED_GETS)
+async def test_cached_reads_say_so_and_clients_may_reuse_them_briefly(product, make_client, path) -> None:
+    client = await make_client(http_cache_max_age=7)
+    first = await client.get(path)
+    second = await client.get(path)
+    assert (first.headers["X-Cache"], second.headers["X-Cache"]) == ("miss", "hit")
+    assert await first.read() == await second.read()
+    assert first.headers["ETag"] == second.headers["ETag"]
+    assert second.headers["Cache-Control"] == "public, max-age=7"
+
+
+async def test_errors_have_no_validator(product, make_client) -> None:
+    client = await make_client()
+    response = await client.get("/reviews?product_id=hello")
+    assert response.status == 422
+    assert "ETag" not in response.headers
+
+
+async def test_a_write_changes_the_answer_at_once_on_its_own_replica(product, make_client) -> None:
+    client = await make_client()
+    before = await client.get("/reviews/meta?product_id=2")
+    etag = before.headers["ETag"]
+    assert (await client.get("/reviews/meta?product_id=2")).headers["X-Cache"] == "hit"
+
+    posted = await client.post("/reviews", json=factories.review_body(2, rating=1))
+    assert posted.status == 201
+    after = await client.get("/reviews/meta?product_id=2", headers={"If-None-Match": etag})
+    assert after.status == 200  # the old validator no longer matches
+    assert after.headers["X-Cache"] == "miss"
+    assert (await after.json())["ratings"] == {"1": "1", "3": "1", "5": "1"}
+
+
+@pytest.mark.parametrize("write", ["post", "helpful", "report"])
+async def test_a_write_on_one_replica_reaches_the_others_cache(product, make_client, db, write) -> None:
+    writer, reader = await make_client(replica_name="a"), await make_client(replica_name="b")
+    review_id = await db.fetchval("SELECT min(id) FROM reviews WHERE product_id = 2")
+    paths = ["/reviews?product_id=2"]  # a vote moves helpfulness, shown here
+    if write != "helpful":  # a new or a reported review moves the summary too
+        paths += ["/reviews/meta?product_id=2", "/reviews/meta/batch?product_ids=3,2"]
+    old = {}
+    for path in paths:
+        await reader.get(path)
+        cached = await reader.get(path)
+        assert cached.headers["X-Cache"] == "hit"
+        old[path] = await cached.read()
+
+    if write == "post":
+        response = await writer.post("/reviews", json=factories.review_body(2, rating=2))
+    else:
+        response = await writer.put(f"/reviews/{review_id}/{write}")
+    assert response.status in (201, 204)
+
+    for path in paths:
+
+        async def changed(path: str = path) -> bool:
+            return await (await reader.get(path)).read() != old[path]
+
+        await eventually(changed)
+    assert reader.app[CACHE_KEY].stats.invalidations >= 1
+
+
+async def test_an_unchanged_write_invalidates_nothing(product, make_client) -> None:
+    client = await make_client()
+    stats = client.app[CACHE_KEY].stats
+    review_id = (await (await client.get("/reviews?product_id=2")).json())["results"][0]["review_id"]
+
+    async def invalidations(expected: int) -> None:
+        async def reached() -> bool:
+            return stats.invalidations >= expected
+
+        await eventually(reached)
+        assert stats.invalidations == expected
+
+    assert (await client.put(f"/reviews/{review_id}/report")).status == 204
+    await invalidations(2)  # its own, then its notification coming back
+    assert (await client.put(f"/reviews/{review_id}/report")).status == 204  # reported already: no change
+    # A fence: notifications arrive in commit order, so once this write's has come, the repeated
+    # report's would have come before it.
+    assert (await client.post("/reviews", json=factories.review_body(3, characteristics={}))).status == 201
+    await invalidations(4)
+
+
+async def test_the_cache_stops_and_empties_while_the_listener_is_away(
+    product, db: asyncpg.Connection, proxy: DatabaseProxy, config: Config, aiohttp_client: AiohttpClient
+) -> None:
+    settings = vars_of(config) | {"database_url": proxy.url(), "db_command_timeout": 2}
+    client = await listening(await aiohttp_client(create_app(Config(**settings), clock=lambda: NOW)))
+    cache = client.app[CACHE_KEY]
+    path = "/reviews/meta?product_id=2"
+    await client.get(path)
+    assert (await client.get(path)).headers["X-Cache"] == "hit"
+
+    await proxy.stop()  # the listener's connection is cut: no notification can arrive now
+
+    async def stopped() -> bool:
+        return not cache.live and len(cache) == 0
+
+    await eventually(stopped)
+    # A change no replica hears of while the listener is away (straight into the database).
+    await db.execute("UPDATE product_summaries SET recommended = recommended + 10 WHERE product_id = 2")
+
+    await proxy.start()
+    await listening(client)
+    fresh = await client.get(path)
+    assert fresh.headers["X-Cache"] == "miss"
+    assert (await fresh.json())["recommended"]["true"] == "12"  # 2 loaded + the 10 nobody notified
+    assert (await client.get(path)).headers["X-Cache"] == "hit"  # filling again
+
+
+async def test_a_load_empties_every_cache(product, make_client, db: asyncpg.Connection) -> None:
+    client = await make_client()
+    cache = client.app[CACHE_KEY]
+    await client.get("/reviews/meta?product_id=2")
+    assert len(cache) == 1
+    flushes = cache.stats.flushes
+    await db.execute(staging.NOTIFY_EVERYTHING)  # what the loader's switch sends with new data
+
+    async def emptied() -> bool:
+        return len(cache) == 0 and cache.stats.flushes == flushes + 1
+
+    await eventually(emptied)
+
+
+async def test_a_cache_of_zero_bytes_is_off(product, config: Config, aiohttp_client: AiohttpClient) -> None:
+    client = await aiohttp_client(create_app(Config(**vars_of(config) | {"cache_max_bytes": 0})))
+    for _ in range(2):
+        response = await client.get("/reviews/meta?product_id=2")
+        assert (response.status, response.headers["X-Cache"]) == (200, "miss")
+        assert "ETag" in response.headers
+    assert not client.app[CACHE_KEY].live
+
+
+def test_the_loader_notifies_the_api_channel() -> None:
+    assert staging.CHANGES_CHANNEL == changes.CHANNEL
+    assert f"'{changes.CHANNEL}'" in staging.NOTIFY_EVERYTHING
+    assert f"'{changes.CHANNEL}'" in changes.NOTIFY
+
+
+# ResponseCache's own rules, with a clock the test moves.
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def live_cache(max_bytes: int = 64_000, ttl: float = 10.0) -> tuple[ResponseCache, Clock]:
+    clock = Clock()
+    cache = ResponseCache(max_bytes=max_bytes, ttl=ttl, clock=clock)
+    cache.live = True
+    return cache, clock
+
+
+def test_an_entry_expires_after_the_ttl() -> None:
+    cache, clock = live_cache(ttl=10)
+    cache.put(1, "a", b"x", cache.token())
+    clock.now += 9.9
+    assert cache.get(1, "a") is not None
+    clock.now += 0.2
+    assert cache.get(1, "a") is None
+    assert len(cache) == 0
+
+
+def test_the_byte_budget_evicts_the_least_recently_used() -> None:
+    body = b"x" * (1000 - ENTRY_OVERHEAD)  # 1,000 bytes an entry
+    cache, _ = live_cache(max_bytes=64_000)
+    for product_id in range(64):
+        cache.put(product_id, "a", body, cache.token())
+    assert cache.get(0, "a") is not None  # 0 is now the most recently used
+    cache.put(64, "a", body, cache.token())
+    assert cache.size_bytes == 64_000
+    assert cache.get(1, "a") is None and cache.get(0, "a") is not None
+
+
+def test_an_answer_too_large_is_served_not_kept() -> None:
+    cache, _ = live_cache(max_bytes=64_000)
+    entry = cache.put(1, "a", b"x" * 1001, cache.token())  # over a 64th of the budget with overhead
+    assert entry.body and entry.etag
+    assert len(cache) == 0
+
+
+def test_a_read_overlapping_an_invalidation_is_not_kept() -> None:
+    cache, _ = live_cache()
+    token = cache.token()  # a read starts
+    cache.invalidate(1)  # a write of product 1 commits meanwhile
+    cache.put(1, "a", b"old", token)  # the read ends with what it read before the write
+    assert cache.get(1, "a") is None
+    cache.put(2, "a", b"other product", token)  # another product's read is not affected
+    assert cache.get(2, "a") is not None
+    token = cache.token()
+    cache.flush()
+    cache.put(2, "b", b"read across a flush", token)
+    assert cache.get(2, "b") is None
+
+
+def test_invalidate_drops_every_variant_of_the_product_only() -> None:
+    cache, _ = live_cache()
+    for variant in ("page-1", "page-2", "summary"):
+        cache.put(1, variant, b"1", cache.token())
+    cache.put(2, "summary", b"2", cache.token())
+    cache.invalidate(1)
+    assert [cache.get(1, v) for v in ("page-1", "page-2", "summary")] == [None, None, None]
+    assert cache.get(2, "summary") is not None
+    assert cache.size_bytes == 1 + ENTRY_OVERHEAD
+
+
+def test_nothing_is_kept_while_not_listening() -> None:
+    cache, _ = live_cache()
+    cache.live = False
+    cache.put(1, "a", b"x", cache.token())
+    assert len(cache) == 0
