@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from atelier_etl import staging
-from atelier_etl.load import main, redacted
+from atelier_etl.load import first_failure, main, redacted
 from tests.conftest import ROOT
 from tests.etl.loadfiles import review, write_export
 
@@ -190,3 +190,12 @@ def test_json_failure_says_why_with_the_exit_code(tmp_path, capsys):
     assert main(["--data", str(tmp_path / "nowhere"), "--database-url", UNREACHABLE, "--json"]) == 2
     failure = json.loads(capsys.readouterr().out)
     assert failure["ok"] is False and failure["exit_code"] == 2 and "nowhere" in failure["error"]
+
+
+def test_a_failure_of_one_of_two_lanes_is_reported_as_itself():
+    """The loader copies on two connections at once; a TaskGroup wraps a lane's error, and the command
+    must still print that error (and exit 1), not an ExceptionGroup traceback."""
+    error = asyncpg.exceptions.BadCopyFileFormatError("extra data after last expected column")
+    wrapped = ExceptionGroup("lanes", [ExceptionGroup("copy", [error]), ValueError("cancelled lane")])
+    assert first_failure(wrapped) is error
+    assert first_failure(error) is error

@@ -41,11 +41,15 @@ _INT_ID = rb"[1-9][0-9]{0,8}"  # up to 9 digits: always below 2**31
 _SCORE = rb"[1-5]"
 _DATE = rb"(?:[0-8][0-9]{12}|[0-9]{1,12})"  # below 9e12 ms (year 2255), so below rows.MAX_DATE_MS
 _BOOLEAN = rb"(?:[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|[01])"  # boolin reads these as rows.py does
-_QUOTED = rb'"[^"\r\n\x00]*+(?:""[^"\r\n\x00]*+)*+"'
-_TEXT = rb"(?:" + _QUOTED + rb'|[^",\r\n\x00]*+)'  # COPY's FORCE_NOT_NULL keeps a bare null as text
+_QUOTED = rb'"[^"\r\n\x00]*(?:""[^"\r\n\x00]*)*"'
+_TEXT = rb"(?:" + _QUOTED + rb'|[^",\r\n\x00]*)'  # COPY's FORCE_NOT_NULL keeps a bare null as text
 # null, or a quoted non-empty text other than "null" (rows.py reads "" and "null" as no response)
-_RESPONSE = rb'(?:null|"(?!null")[^"\r\n\x00]++(?:""[^"\r\n\x00]*+)*+")'
+_RESPONSE = rb'(?:null|"(?!null")[^"\r\n\x00]+(?:""[^"\r\n\x00]*)*")'
 _HELPFULNESS = rb"(?:0|[1-9][0-9]{0,8})"
+# No possessive quantifiers (*+, ++): early Python 3.11 releases match them wrongly (seen with Debian 12's
+# 3.11.2, the images' Python; 3.11.7 is right), which joined two records here. Each field above is
+# unambiguous (a quoted field is the unrolled-loop form, a bare one cannot hold its own delimiter), so
+# plain greedy quantifiers match the same text and backtrack at most within the one record that fails.
 
 _FIELDS = {
     REVIEWS.table: (
@@ -72,7 +76,7 @@ _TEXT_TYPES = frozenset({"text"})
 def fast_records(export_file: ExportFile, eol: bytes) -> re.Pattern[bytes]:
     """A run of zero or more plainly valid records of this file, each ended by `eol`."""
     record = b",".join(_FIELDS[export_file.table]) + re.escape(eol)
-    return re.compile(rb"(?:" + record + rb")*+")
+    return re.compile(rb"(?:" + record + rb")*")
 
 
 def copy_columns(export_file: ExportFile) -> list[str]:

@@ -73,15 +73,23 @@ async def load(
                 raise LoadError("another atelier-load is running against this database")
             try:
                 files = await _stage_and_switch(conn, database_url, data_dir, report, progress)
-            except Exception:
+            except Exception as exc:
                 with contextlib.suppress(Exception):  # free the space now; the next run drops it anyway
                     await staging.drop(conn)
-                raise
+                raise first_failure(exc) from None
         finally:
             with contextlib.suppress(Exception):
                 await conn.close(timeout=CONNECT_TIMEOUT)
         report.commit()
     return LoadSummary(files, rejects_path, time.monotonic() - started)
+
+
+def first_failure(exc: BaseException) -> BaseException:
+    """The error to report: two connections work at once (asyncio.TaskGroup), whose failure arrives
+    wrapped in an ExceptionGroup; the first one is what went wrong (the other lane was cancelled)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def check_inputs(data_dir: Path) -> None:
