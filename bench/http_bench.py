@@ -23,8 +23,10 @@ at 70% of the API's peak gives the p99 at that rate. Targets (issue 7): API peak
 (first milestone 0.25x), p99 <= 25 ms at 70% of the API peak, 0 errors. The load generator runs on the
 same cores as nginx, the replicas and PostgreSQL, so each limit is the whole machine's.
 
-Results: bench/results/http.json. PostgreSQL is BENCH_DATABASE_URL or DATABASE_URL (a role that may
-CREATE DATABASE), else an embedded server in $DATA_DIR/bench-pg. Ctrl-C stops everything it started.
+Results: bench/results/http.json, and docs/images/http-latency-throughput.png (--chart): p50 and p99
+latency against throughput at each closed-loop step, static and API on one chart. PostgreSQL is
+BENCH_DATABASE_URL or DATABASE_URL (a role that may CREATE DATABASE), else an embedded server in
+$DATA_DIR/bench-pg. Ctrl-C stops everything it started.
 """
 
 from __future__ import annotations
@@ -300,6 +302,50 @@ def print_report(result: dict[str, Any]) -> None:
         print(f"  {'PASS' if ok else 'FAIL'}  {name}")
 
 
+def latency_chart(result: dict[str, Any], out: Path) -> None:
+    """p50 and p99 against throughput for each closed-loop step, static and API on one figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=110)
+    colors = {"static": "tab:gray", "api": "tab:blue"}
+    labels = {"static": "static limit (nginx files, same topology)", "api": "API (3 replicas + PostgreSQL)"}
+    for name, steps in result["ramp"].items():
+        x = [s["throughput_rps"] for s in steps]
+        for key, style in (("p50_ms", "o-"), ("p99_ms", "s--")):
+            ax.plot(x, [s[key] for s in steps], style, color=colors[name], label=f"{labels[name]}: {key[:3]}")
+        for s in steps:
+            ax.annotate(
+                f"{s['concurrency']}",
+                (s["throughput_rps"], s["p99_ms"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=8,
+                color=colors[name],
+            )
+    at_70 = result["open_loop_70pct"]
+    if at_70["p99_ms"] is not None:
+        ax.plot([at_70["achieved_rps"]], [at_70["p99_ms"]], "*", color="tab:red", markersize=12,
+                label=f"API open loop at 70% of peak: p99 {at_70['p99_ms']} ms")  # fmt: skip
+    ax.axhline(25, color="tab:red", linewidth=0.8, linestyle=":", label="p99 target at 70% of peak (25 ms)")
+    ax.set_yscale("log")
+    ax.set_xlim(left=0)
+    ax.set_xlabel("throughput (requests/s, closed loop; numbers: requests in flight)")
+    ax.set_ylabel("latency through nginx (ms, log scale)")
+    ax.set_title(
+        f"Latency against throughput, realistic mix, {result['products']:,} products "
+        f"({result['when'][:10]}, {result['machine'].split(' (')[-1].rstrip(')')})",
+        fontsize=10,
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, bbox_inches="tight")
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -309,6 +355,12 @@ def main() -> None:
     parser.add_argument("--step-seconds", type=float, default=10.0, help="seconds per step and target")
     parser.add_argument("--open-seconds", type=float, default=15.0, help="seconds of the open-loop run")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument(
+        "--chart",
+        type=Path,
+        default=ROOT / "docs" / "images" / "http-latency-throughput.png",
+        help="PNG chart",
+    )
     args = parser.parse_args()
     if not 1 <= args.step_seconds <= 60 or not 1 <= args.open_seconds <= 120:
         parser.error("--step-seconds must be 1-60 and --open-seconds 1-120")
@@ -340,7 +392,8 @@ def main() -> None:
     args.results.mkdir(parents=True, exist_ok=True)
     out = args.results / "http.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n  written to {out}")
+    latency_chart(result, args.chart)
+    print(f"\n  written to {out} and {args.chart}")
 
 
 if __name__ == "__main__":
