@@ -107,6 +107,9 @@ def main() -> None:
     parser.add_argument("--products", type=int, default=1_000_011)
     parser.add_argument("--export", type=Path, help="an existing export folder (default: generated)")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument(
+        "--steps", action="store_true", help="let the loader log its steps with their times on stderr"
+    )
     args = parser.parse_args()
 
     export = args.export or ROOT / os.environ.get("DATA_DIR", ".data") / f"bench-export-{args.products}"
@@ -135,7 +138,7 @@ def main() -> None:
                 str(BIN / "atelier-load"),
                 "--data",
                 str(export),
-                "--no-progress",
+                *([] if args.steps else ["--no-progress"]),
                 "--rejects",
                 str(export / "bench-rejects.csv"),
             ],
