@@ -221,6 +221,7 @@ async def held(
 async def test_a_retry_while_the_first_is_running_gets_409(
     client: Client, db: asyncpg.Connection, characteristic_id: int, held: HeldFirstRequest
 ) -> None:
+    await factories.characteristic(db, PRODUCT + 1, "Fit")  # another product, for another key below
     body = new_review(characteristic_id)
     first = asyncio.create_task(post(client, body, "order-6"))
     try:
@@ -235,8 +236,9 @@ async def test_a_retry_while_the_first_is_running_gets_409(
                 {"field": "Idempotency-Key", "message": "a request with this key is still in progress"}
             ],
         }
-        # Another key is not held up by this one.
-        other = await post(client, new_review(characteristic_id, photos=[], characteristics={}), "other")
+        # Another key is not held up by this one's claim. (Another product: two writes of one product
+        # queue on its summary row, whatever their keys.)
+        other = await post(client, review_body(PRODUCT + 1), "other")
         assert other[0] == 201
     finally:
         await held.release()

@@ -104,18 +104,30 @@ def _cases() -> dict[str, tuple[str, Args]]:
     add(reviews, "LIST_PHOTOS", lambda s: [(s.photo_review_ids[:5],), (s.review_ids,), ([s.missing_review],)])
     add(reviews, "KNOWN_PRODUCT", lambda s: [(s.many,), (s.few,), (s.unknown,)])
     # The writes are planned with plain EXPLAIN, which does not execute them.
-    add(reviews, "INSERT_REVIEW", lambda s: [(s.many, 5, at, "s", "b" * 50, True, "n", "n@example.com")])
-    add(reviews, "INSERT_PHOTOS", lambda s: [(s.review_ids[0], ["https://example.com/1.jpg"])])
     add(
         reviews,
-        "INSERT_CHARACTERISTIC_RATINGS",
-        lambda s: [(s.review_ids[0], [s.characteristic_id], [3])],
+        "STORE_REVIEW",
+        lambda s: [
+            (
+                s.many,
+                5,
+                at,
+                "s",
+                "b" * 50,
+                True,
+                "n",
+                "n@example.com",
+                ["https://example.com/1.jpg"],
+                [s.characteristic_id],
+                [3],
+            ),
+            (s.unknown, 1, at, "s", "b" * 50, False, "n", "n@example.com", [], [], []),
+        ],  # fmt: skip
     )
     add(reviews, "LOCK_REVIEW", lambda s: [(s.review_ids[0],), (s.missing_review,)])
     add(reviews, "REPORT", lambda s: [(s.review_ids[0],), (s.missing_review,)])
     add(reviews, "REVIEW_CHARACTERISTIC_RATINGS", lambda s: [(s.review_ids[0],), (s.missing_review,)])
     add(summaries, "PRODUCT_SUMMARIES", lambda s: [([s.many],), ([s.few],), ([s.unknown],), (s.hundred,)])
-    add(summaries, "ADD_TO_PRODUCT_COUNTS", lambda s: [(s.many, 4, True), (s.unknown, 1, False)])
     add(summaries, "REMOVE_FROM_PRODUCT_COUNTS", lambda s: [(s.many, 4, True), (s.few, 1, False)])
     add(
         summaries,

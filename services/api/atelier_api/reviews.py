@@ -66,23 +66,54 @@ KNOWN_PRODUCT = """
         ARRAY(SELECT id FROM characteristics WHERE product_id = $1) AS characteristic_ids
 """
 
-INSERT_REVIEW = """
-    INSERT INTO reviews (product_id, rating, date, summary, body, recommend, reviewer_name, reviewer_email)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-    RETURNING id
-"""
-
-# WITH ORDINALITY keeps the photos' ids in the order they were given, the order GET lists them in.
-INSERT_PHOTOS = """
-    INSERT INTO reviews_photos (review_id, url)
-    SELECT $1, url FROM unnest($2::text[]) WITH ORDINALITY AS given (url, position)
-    ORDER BY position
-"""
-
-INSERT_CHARACTERISTIC_RATINGS = """
-    INSERT INTO characteristic_reviews (characteristic_id, review_id, value)
-    SELECT characteristic_id, $1, value
-    FROM unnest($2::bigint[], $3::smallint[]) AS given (characteristic_id, value)
+# A new review in one statement (one round trip, one implicit transaction): the review, its photos (ids
+# in the order given, the order GET lists them in), its characteristic ratings, its product's counts and
+# its characteristics' sums (the same rules as summaries.py's ADD_TO_PRODUCT_COUNTS and
+# MOVE_CHARACTERISTIC_SUMS), and the change notification every replica's cache hears at commit.
+# `sums` reads `counts` in an InitPlan, so the product's summary row is locked before any characteristic
+# row, the order every writer keeps (see summaries.py): two writes of one product never deadlock.
+STORE_REVIEW = """
+    WITH review AS (
+        INSERT INTO reviews (
+            product_id, rating, date, summary, body, recommend, reviewer_name, reviewer_email
+        )
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        RETURNING id
+    ), photos AS (
+        INSERT INTO reviews_photos (review_id, url)
+        SELECT review.id, given.url
+        FROM review, unnest($9::text[]) WITH ORDINALITY AS given (url, position)
+        ORDER BY given.position
+    ), ratings AS (
+        INSERT INTO characteristic_reviews (characteristic_id, review_id, value)
+        SELECT given.characteristic_id, review.id, given.value
+        FROM review, unnest($10::bigint[], $11::smallint[]) AS given (characteristic_id, value)
+    ), counts AS (
+        INSERT INTO product_summaries AS s (product_id, ratings, recommended, not_recommended)
+        VALUES (
+            $1,
+            ARRAY(SELECT (stars = $2)::integer FROM generate_series(1, 5) AS stars ORDER BY stars),
+            $6::boolean::integer,
+            (NOT $6::boolean)::integer
+        )
+        ON CONFLICT (product_id) DO UPDATE SET
+            ratings[$2] = s.ratings[$2] + 1,
+            recommended = s.recommended + excluded.recommended,
+            not_recommended = s.not_recommended + excluded.not_recommended
+        RETURNING product_id
+    ), sums AS (
+        UPDATE characteristic_summaries AS s
+        SET rating_sum = s.rating_sum + given.value_sum, rating_count = s.rating_count + given.ratings
+        FROM (
+            SELECT characteristic_id, sum(value) AS value_sum, count(*) AS ratings
+            FROM unnest($10::bigint[], $11::smallint[]) AS rating (characteristic_id, value)
+            GROUP BY characteristic_id
+        ) AS given
+        WHERE s.characteristic_id = given.characteristic_id AND (SELECT count(*) FROM counts) = 1
+    ), notified AS (
+        SELECT pg_notify('atelier_changes', $1::text)
+    )
+    SELECT review.id, (SELECT count(*) FROM notified) AS notified FROM review
 """
 
 # A report locks the review first: of two concurrent reports, the second waits, then sees it reported
@@ -137,36 +168,40 @@ async def create_review(
     """
     if draft.product_id is None:  # nothing to look up: report the body's errors without a round trip
         draft.complete(product_known=False, product_characteristic_ids=())
-    async with pool.acquire() as conn, conn.transaction():
-        if key is not None and (earlier := await idempotency.claim(conn, key)) is not None:
-            return Created(earlier, None, replayed=True)
-        known = await conn.fetchrow(KNOWN_PRODUCT, draft.product_id)
-        review = draft.complete(
-            product_known=known["has_reviews"] or bool(known["characteristic_ids"]),
-            product_characteristic_ids=frozenset(known["characteristic_ids"]),
-        )
-        review_id: int = await conn.fetchval(
-            INSERT_REVIEW,
-            review.product_id,
-            review.rating,
-            date,
-            review.summary,
-            review.body,
-            review.recommend,
-            review.name,
-            review.email,
-        )
-        if review.photos:
-            await conn.execute(INSERT_PHOTOS, review_id, review.photos)
-        if review.characteristics:
-            characteristic_ids, values = zip(*review.characteristics, strict=True)
-            await conn.execute(INSERT_CHARACTERISTIC_RATINGS, review_id, characteristic_ids, values)
-        await summaries.add_review(
-            conn, review.product_id, review.rating, review.recommend, review.characteristics
-        )
-        await changes.notify(conn, review.product_id)
-        if key is not None:
-            await idempotency.record(conn, key, review_id)
+    async with pool.acquire() as conn:
+        if key is None:  # two round trips: the product's rules, then the one statement that stores
+            return await _store(conn, draft, date)
+        async with conn.transaction():
+            if (earlier := await idempotency.claim(conn, key)) is not None:
+                return Created(earlier, None, replayed=True)
+            created = await _store(conn, draft, date)
+            await idempotency.record(conn, key, created.review_id)
+            return created
+
+
+async def _store(conn: asyncpg.Connection, draft: ReviewDraft, date: datetime) -> Created:
+    known = await conn.fetchrow(KNOWN_PRODUCT, draft.product_id)
+    review = draft.complete(
+        product_known=known["has_reviews"] or bool(known["characteristic_ids"]),
+        product_characteristic_ids=frozenset(known["characteristic_ids"]),
+    )
+    characteristic_ids, values = (
+        zip(*review.characteristics, strict=True) if review.characteristics else ((), ())
+    )
+    review_id: int = await conn.fetchval(
+        STORE_REVIEW,
+        review.product_id,
+        review.rating,
+        date,
+        review.summary,
+        review.body,
+        review.recommend,
+        review.name,
+        review.email,
+        review.photos,
+        characteristic_ids,
+        values,
+    )
     return Created(review_id, review.product_id)
 
 

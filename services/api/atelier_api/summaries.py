@@ -2,8 +2,9 @@
 
 The summaries live in their own tables (services/postgres/01-tables.sql): per product the reviews per
 star and per recommendation, per characteristic the sum and count of its ratings. The loader builds them
-(atelier_etl/summaries.py); every write that moves them calls `add_review` or `remove_review` inside its
-own transaction, so a summary always equals what the stored reviews give (`atelier-verify` checks).
+(atelier_etl/summaries.py); every write that moves them changes them inside its own transaction (a new
+review in reviews.STORE_REVIEW, a report by `remove_review`), so a summary always equals what the stored
+reviews give (`atelier-verify` checks).
 
 Reading is one statement for any number of products: a primary-key row and a product's few
 characteristic rows each, never the reviews. One statement sees one snapshot, and the single meta is a
@@ -47,24 +48,10 @@ PRODUCT_SUMMARIES = """
     ) AS c ON true
 """
 
-# A new review enters its product's counts. The product's first review creates the row; later ones update
-# it under its row lock, so concurrent writes add up.
-ADD_TO_PRODUCT_COUNTS = """
-    INSERT INTO product_summaries AS s (product_id, ratings, recommended, not_recommended)
-    VALUES (
-        $1,
-        ARRAY(SELECT (stars = $2)::integer FROM generate_series(1, 5) AS stars ORDER BY stars),
-        $3::boolean::integer,
-        (NOT $3::boolean)::integer
-    )
-    ON CONFLICT (product_id) DO UPDATE SET
-        ratings[$2] = s.ratings[$2] + 1,
-        recommended = s.recommended + excluded.recommended,
-        not_recommended = s.not_recommended + excluded.not_recommended
-"""
-
-# A reported review leaves them. Its product has a row (it has this review); an UPDATE, since PostgreSQL
-# checks an upsert's proposed row, negative counts and all, before it finds the conflict.
+# A reported review leaves its product's counts. (A new review enters them in reviews.STORE_REVIEW, which
+# creates the row with the product's first review.) Its product has a row (it has this review); an
+# UPDATE, not an upsert, since PostgreSQL checks an upsert's proposed row, negative counts and all, before
+# it finds the conflict.
 REMOVE_FROM_PRODUCT_COUNTS = """
     UPDATE product_summaries
     SET ratings[$2] = ratings[$2] - 1,
@@ -118,18 +105,6 @@ def _summary(product_id: int, row: asyncpg.Record | None) -> Json:
 
 # Every writer locks the product's row first, then its characteristics' rows: two writes of one product
 # queue on the product's row and never deadlock.
-
-
-async def add_review(
-    conn: asyncpg.Connection,
-    product_id: int,
-    rating: int,
-    recommend: bool,
-    characteristic_ratings: Iterable[tuple[int, int]],
-) -> None:
-    """Count a new review in its product's summary; call inside the transaction that stores it."""
-    await conn.execute(ADD_TO_PRODUCT_COUNTS, product_id, rating, recommend)
-    await _move_characteristic_sums(conn, characteristic_ratings, 1)
 
 
 async def remove_review(
