@@ -1,0 +1,203 @@
+"""Profile: where the CPU goes while the stack serves the realistic mix. Never in CI; loopback only.
+
+    .venv/bin/python bench/profile.py                                  # 100,000 products, 20 s
+    .venv/bin/python bench/profile.py --products 1000011 --seconds 30  # full scale (loads it first)
+
+It starts the same stack as bench/http_bench.py (a fresh load, three `atelier-api` replicas as a
+least-privileged role, nginx from the project's template with its rate limit lifted) and drives it with
+bench/chaos.py's closed loop (~70% GET /reviews, 25% /reviews/meta, 5% writes, Zipf-skewed products)
+at --concurrency requests in flight. Meanwhile it measures two things:
+
+- the machine's CPU by process group (API replicas, nginx, PostgreSQL, this load generator, the rest),
+  from /proc: user + system seconds over the run, as a share of the time both cores had;
+- one replica's Python stacks, sampled by py-spy (100 per second): the functions its CPU is spent in
+  (self time), and how it splits between the app's own modules, aiohttp, asyncpg, the event loop and
+  the rest (inclusive time, by the first frame of each group on the stack).
+
+Results: bench/results/profile.json and the raw py-spy stacks in bench/results/profile-api-1.txt.
+PostgreSQL is BENCH_DATABASE_URL or DATABASE_URL, else an embedded server in $DATA_DIR/bench-pg.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import chaos  # (bench/chaos.py: traffic mix, closed loop, stack start-up)
+from chaos import ROOT, stack
+
+DB_NAME = "atelier_bench_profile"
+TICKS = os.sysconf("SC_CLK_TCK")
+# A sample whose innermost Python frame is the event loop's run call is time in uvloop's C code (socket
+# I/O, the HTTP parser's C part, callbacks) with no Python frame above it.
+EVENT_LOOP = ("asyncio/runners.py", "asyncio/base_events.py")
+# Frames that say which layer a sample is in (the innermost match wins). The app's entry points
+# (__main__, serve) are on every stack and say nothing.
+NOT_A_LAYER = ("atelier_api/__main__.py", "atelier_api/serve.py")
+LAYERS = (
+    ("json logging (access log)", ("logging/", "logs.py")),
+    ("asyncpg (protocol, pool)", ("asyncpg/",)),
+    ("the app's handlers and data layer", ("atelier_api/",)),
+    ("aiohttp (HTTP parsing, responses)", ("aiohttp/",)),
+    ("prometheus_client", ("prometheus_client/",)),
+    ("orjson", ("orjson",)),
+)
+
+
+def cpu_by_group(own_pid: int) -> Counter[str]:
+    """CPU seconds (user + system) of every process so far, summed by what it is."""
+    groups: Counter[str] = Counter()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # gone meanwhile
+        seconds = (int(fields[11]) + int(fields[12])) / TICKS
+        if int(entry.name) == own_pid:
+            group = "load generator (this script)"
+        elif "atelier-api" in command:
+            group = "API replicas"
+        elif command.startswith("nginx"):
+            group = "nginx"
+        elif "postgres" in command:
+            group = "PostgreSQL"
+        else:
+            group = "other"
+        groups[group] += seconds
+    return groups
+
+
+def summarize_stacks(raw: Path) -> dict[str, Any]:
+    """py-spy's collapsed stacks ("frame;frame;... count" per line): self time per function, and time per
+    layer."""
+    leaves: Counter[str] = Counter()
+    layers: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack_text, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = stack_text.split(";")
+        leaves[frames[-1]] += count
+        if any(mark in frames[-1] for mark in EVENT_LOOP):
+            layers["uvloop (C: sockets, callbacks)"] += count
+            continue
+        for frame in reversed(frames):
+            if any(mark in frame for mark in NOT_A_LAYER):
+                continue
+            layer = next((name for name, marks in LAYERS if any(mark in frame for mark in marks)), None)
+            if layer:
+                layers[layer] += count
+                break
+        else:
+            layers["the rest (asyncio, yarl, ...)"] += count
+    share = lambda n: round(100 * n / total, 1) if total else 0.0  # noqa: E731
+    return {
+        "samples": total,
+        "layers_pct": {name: share(n) for name, n in layers.most_common()},
+        "top_functions_pct": {name: share(n) for name, n in leaves.most_common(20)},
+    }
+
+
+async def cache_lookups(session: aiohttp.ClientSession, ports: list[int]) -> Counter[str]:
+    """The replicas' response cache hits and misses so far (each replica's own /metrics)."""
+    lookups: Counter[str] = Counter()
+    for port in ports:
+        async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+            for line in (await response.text()).splitlines():
+                if line.startswith("atelier_cache_lookups_total{"):
+                    result = line.split('result="', 1)[1].split('"', 1)[0]
+                    lookups[result] += int(float(line.rsplit(" ", 1)[1]))
+    return lookups
+
+
+async def drive(
+    base: str, ports: list[int], products: int, concurrency: int, seconds: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    traffic = chaos.Traffic(products, f"profile{os.getpid()}")
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await chaos.ramp(session, base, traffic, [8], 3)  # warm up: learn ids, fill caches
+        before = await cache_lookups(session, ports)
+        (step,) = await chaos.ramp(session, base, traffic, [concurrency], seconds)
+        after = await cache_lookups(session, ports)
+    hits, misses = after["hit"] - before["hit"], after["miss"] - before["miss"]
+    cache = {"hits": hits, "misses": misses, "hit_rate_pct": round(100 * hits / max(hits + misses, 1), 1)}
+    return step, cache
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--products", type=int, default=100_000)
+    parser.add_argument("--seconds", type=float, default=20.0, help="seconds of measured load (5-120)")
+    parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (1-256)")
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    if not 5 <= args.seconds <= 120 or not 1 <= args.concurrency <= 256:
+        parser.error("--seconds must be 5-120 and --concurrency 1-256")
+    py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if py_spy is None:
+        raise SystemExit("py-spy is not installed: make install (it is in the dev extras)")
+    args.results.mkdir(parents=True, exist_ok=True)
+    raw = args.results / "profile-api-1.txt"
+
+    with (
+        stack.database(("BENCH_DATABASE_URL", "DATABASE_URL"), "bench-pg") as server_url,
+        stack.supervised() as processes,
+    ):
+        running, base, _ = chaos.loaded_stack(
+            server_url, processes, stack.nginx_binary(), DB_NAME, args.products, "bench", "atelier_api_bench"
+        )
+        ports = [replica.port for replica in running.replicas]
+        replica = running.replicas[0].process
+        before, began = cpu_by_group(os.getpid()), time.monotonic()
+        sampler = subprocess.Popen(
+            [py_spy, "record", "--pid", str(replica.pid), "--rate", "100", "--format", "raw",
+             "--duration", str(int(args.seconds)), "--output", str(raw), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        step, cache = asyncio.run(drive(base, ports, args.products, args.concurrency, args.seconds))
+        after, elapsed = cpu_by_group(os.getpid()), time.monotonic() - began
+        _, errors = sampler.communicate(timeout=args.seconds + 30)
+        if sampler.returncode != 0:
+            raise SystemExit(f"py-spy failed: {errors.decode(errors='replace').strip()}")
+
+    cores = os.cpu_count() or 1
+    cpu = {group: round(after[group] - before.get(group, 0.0), 2) for group in after}
+    result = {
+        "products": args.products,
+        "concurrency": args.concurrency,
+        "seconds": round(elapsed, 1),
+        "cores": cores,
+        "load": step,
+        "cache": cache,
+        "cpu_seconds": dict(sorted(cpu.items(), key=lambda item: -item[1])),
+        "cpu_share_pct": {
+            group: round(100 * seconds / (elapsed * cores), 1)
+            for group, seconds in sorted(cpu.items(), key=lambda item: -item[1])
+        },
+        "api_1": summarize_stacks(raw),
+    }
+    (args.results / "profile.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
