@@ -214,3 +214,25 @@ def test_verify_reports_a_difference_and_repairs_it(loaded: str) -> None:
     assert (code, result["repaired"]) == (0, True)
     code, result = verify(loaded)
     assert (code, result["differences"]) == (0, 0), result
+
+
+@pytest.mark.parametrize(
+    ("env", "code", "message"),
+    [
+        ({}, 2, "DATABASE_URL is not set"),
+        ({"DATABASE_URL": "postgresql://u:secret@127.0.0.1:9/atelier"}, 1, "cannot connect to the database"),
+        (
+            {"DATABASE_URL": "postgresql://u:postgres@127.0.0.1:9/atelier", "ATELIER_ENV": "production"},
+            2,
+            "example value",
+        ),
+    ],
+)
+def test_verify_says_what_is_wrong(env: dict[str, str], code: int, message: str) -> None:
+    done = subprocess.run(
+        [BIN / "atelier-verify"], env=env | {"PATH": ""}, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == code
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "secret" not in done.stderr  # the password is never echoed

@@ -4,6 +4,8 @@ rule is repeated here and a test keeps the two lists equal)."""
 
 from __future__ import annotations
 
+import argparse
+import os
 from collections.abc import Mapping
 from urllib.parse import unquote, urlsplit
 
@@ -29,3 +31,12 @@ def refusal(database_url: str, environ: Mapping[str, str]) -> str | None:
     if password.lower() in EXAMPLE_PASSWORDS:
         return "DATABASE_URL's password is an example value, which ATELIER_ENV=production refuses"
     return None
+
+
+def database_url(parser: argparse.ArgumentParser, given: str | None) -> tuple[str, str | None]:
+    """A command's database: --database-url, else DATABASE_URL (a usage error, exit 2, when neither is
+    set), and why ATELIER_ENV refuses it, or None."""
+    url = given or os.environ.get("DATABASE_URL")
+    if not url:
+        parser.error("DATABASE_URL is not set (or pass --database-url)")
+    return url, refusal(url, os.environ)

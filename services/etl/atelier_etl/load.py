@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -287,10 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    database_url = args.database_url or os.environ.get("DATABASE_URL")
-    if not database_url:
-        parser.error("DATABASE_URL is not set (or pass --database-url)")
-    refused = environment.refusal(database_url, os.environ)
+    database_url, refused = environment.database_url(parser, args.database_url)
     if refused:
         return _fail(2, refused, args.json)
     stderr = Console(stderr=True, log_path=False)

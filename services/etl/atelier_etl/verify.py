@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -166,10 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repair", action="store_true", help="rebuild the summaries when anything differs")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     args = parser.parse_args(argv)
-    database_url = args.database_url or os.environ.get("DATABASE_URL")
-    if not database_url:
-        parser.error("DATABASE_URL is not set (or pass --database-url)")
-    refused = environment.refusal(database_url, os.environ)
+    database_url, refused = environment.database_url(parser, args.database_url)
     if refused:
         print(f"atelier-verify: error: {refused}", file=sys.stderr)
         return 2
