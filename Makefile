@@ -50,8 +50,9 @@ load: install  ## full-scale export (~1M products) generated into .data/full and
 # Each script prints its ratio against a baseline measured in the same run. All four run even when one
 # misses a target (exit 1 at the end). db.py loads the full export that etl.py generated; writes.py
 # writes into a copy of that database; http_bench.py loads 100,000 products of its own.
-bench: install nginx  ## benchmarks (never in CI): loader, SQL statements, HTTP, writes; docs/benchmarks.md
-	@status=0; for script in etl db writes http_bench; do $(PY) bench/$$script.py || status=1; done; exit $$status
+bench: install nginx  ## benchmarks at full scale (never in CI): loader, SQL statements, writes, HTTP, profile; docs/benchmarks.md
+	@status=0; for run in etl.py db.py writes.py "http_bench.py --products 1000011" profile.py; do \
+		$(PY) bench/$$run || status=1; done; exit $$status
 
 chaos: install nginx  ## soak: 10 min at 70% of peak through nginx, a replica restarted every minute (~12 min)
 	@$(PY) bench/chaos.py
