@@ -189,13 +189,48 @@ async def open_loop(
     }
 
 
+async def server_buckets(session: aiohttp.ClientSession, ports: list[int]) -> dict[float, float]:
+    """The replicas' own latency histogram (atelier_http_request_duration_seconds), every route and
+    method summed: cumulative request counts by bucket bound, in seconds."""
+    buckets: dict[float, float] = {}
+    for port in ports:
+        async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+            for line in (await response.text()).splitlines():
+                if line.startswith("atelier_http_request_duration_seconds_bucket{"):
+                    bound = line.split('le="', 1)[1].split('"', 1)[0]
+                    le = float("inf") if bound == "+Inf" else float(bound)
+                    buckets[le] = buckets.get(le, 0.0) + float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def server_percentiles(before: dict[float, float], after: dict[float, float]) -> dict[str, Any]:
+    """p50 and p99 inside the replicas over a window, as bucket bounds (upper estimates), from two
+    scrapes: with the client's figures beside them, they say whether a tail is the replicas' or the
+    client's own (queueing in the generator, the network, nginx)."""
+    window = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
+    total = window[-1][1] if window else 0.0
+
+    def bound(q: float) -> float | None:
+        for le, count in window:
+            if total and count >= q * total:
+                return None if le == float("inf") else round(le * 1000, 1)
+        return None
+
+    return {"requests": int(total), "p50_ms_at_most": bound(0.5), "p99_ms_at_most": bound(0.99)}
+
+
 def peak_of(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
     clean = [s for s in steps if s["errors"] == 0]
     return max(clean, key=lambda s: s["throughput_rps"]) if clean else None
 
 
 async def run(
-    args: argparse.Namespace, nginx: str, api_base: str, processes: list[Any], env: dict[str, str]
+    args: argparse.Namespace,
+    nginx: str,
+    api_base: str,
+    replica_ports: list[int],
+    processes: list[Any],
+    env: dict[str, str],
 ) -> dict[str, Any]:
     run_id = f"{random.getrandbits(32):08x}"
     api_traffic = Traffic(args.products, run_id=f"http-{run_id}")
@@ -234,10 +269,14 @@ async def run(
         log(
             f"open loop at {OPEN_LOOP_LOAD:.0%} of the API peak: {rate:.0f} req/s for {args.open_seconds:g} s"
         )
+        before = await server_buckets(session, replica_ports)
         at_70 = await open_loop(session, api_base, api_traffic, rate, args.open_seconds)
+        at_70["inside_replicas"] = server_percentiles(before, await server_buckets(session, replica_ports))
+        inside = at_70["inside_replicas"]
         log(
             f"  p50 {at_70['p50_ms']} ms  p99 {at_70['p99_ms']} ms  errors {at_70['errors']}  "
-            f"shed {at_70['shed']}"
+            f"shed {at_70['shed']}; inside the replicas p50 <= {inside['p50_ms_at_most']} ms, "
+            f"p99 <= {inside['p99_ms_at_most']} ms"
         )
 
     ratio = (
@@ -294,6 +333,11 @@ def print_report(result: dict[str, Any]) -> None:
     print(
         f"  at 70% of peak     {o['rate_rps']} req/s open loop for {o['seconds']:g} s: p50 {o['p50_ms']} ms, "
         f"p99 {o['p99_ms']} ms (target <= 25 ms), errors {o['errors']}, shed {o['shed']}"
+    )
+    inside = o.get("inside_replicas") or {}
+    print(
+        f"  inside replicas    the same window from the replicas' own histograms: "
+        f"p50 <= {inside.get('p50_ms_at_most')} ms, p99 <= {inside.get('p99_ms_at_most')} ms"
     )
     print(f"  API errors         {result['api_errors']} (target 0)")
     print(f"  note               {result['note']}")
@@ -376,11 +420,13 @@ def main() -> None:
             stack.database(("BENCH_DATABASE_URL", "DATABASE_URL"), "bench-pg") as server_url,
             stack.supervised() as processes,
         ):
-            _, api_base, db_url = chaos.loaded_stack(
+            running, api_base, db_url = chaos.loaded_stack(
                 server_url, processes, nginx, DB_NAME, args.products, "bench", "atelier_api_bench"
             )
             env = os.environ | {"DATABASE_URL": db_url, "LOG_LEVEL": "WARNING"}
-            result = asyncio.run(asyncio.wait_for(run(args, nginx, api_base, processes, env), measure_budget))
+            ports = [replica.port for replica in running.replicas]
+            measured = run(args, nginx, api_base, ports, processes, env)
+            result = asyncio.run(asyncio.wait_for(measured, measure_budget))
     except KeyboardInterrupt:
         log("interrupted; everything it started is stopped")
         raise SystemExit(130) from None
