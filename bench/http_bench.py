@@ -189,14 +189,20 @@ async def open_loop(
     }
 
 
-async def server_buckets(session: aiohttp.ClientSession, ports: list[int]) -> dict[float, float]:
-    """The replicas' own latency histogram (atelier_http_request_duration_seconds), every route and
-    method summed: cumulative request counts by bucket bound, in seconds."""
+REQUEST_LATENCY = "atelier_http_request_duration_seconds"
+POOL_WAIT = "atelier_db_pool_acquire_wait_seconds"
+
+
+async def server_buckets(
+    session: aiohttp.ClientSession, ports: list[int], histogram: str = REQUEST_LATENCY
+) -> dict[float, float]:
+    """One of the replicas' own histograms (request latency, or the wait for a pool connection), every
+    label summed over the three replicas: cumulative counts by bucket bound, in seconds."""
     buckets: dict[float, float] = {}
     for port in ports:
         async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
             for line in (await response.text()).splitlines():
-                if line.startswith("atelier_http_request_duration_seconds_bucket{"):
+                if line.startswith(f"{histogram}_bucket{{"):
                     bound = line.split('le="', 1)[1].split('"', 1)[0]
                     le = float("inf") if bound == "+Inf" else float(bound)
                     buckets[le] = buckets.get(le, 0.0) + float(line.rsplit(" ", 1)[1])
@@ -270,13 +276,18 @@ async def run(
             f"open loop at {OPEN_LOOP_LOAD:.0%} of the API peak: {rate:.0f} req/s for {args.open_seconds:g} s"
         )
         before = await server_buckets(session, replica_ports)
+        waits_before = await server_buckets(session, replica_ports, POOL_WAIT)
         at_70 = await open_loop(session, api_base, api_traffic, rate, args.open_seconds)
         at_70["inside_replicas"] = server_percentiles(before, await server_buckets(session, replica_ports))
-        inside = at_70["inside_replicas"]
+        at_70["pool_waits"] = server_percentiles(
+            waits_before, await server_buckets(session, replica_ports, POOL_WAIT)
+        )
+        inside, waits = at_70["inside_replicas"], at_70["pool_waits"]
         log(
             f"  p50 {at_70['p50_ms']} ms  p99 {at_70['p99_ms']} ms  errors {at_70['errors']}  "
             f"shed {at_70['shed']}; inside the replicas p50 <= {inside['p50_ms_at_most']} ms, "
-            f"p99 <= {inside['p99_ms_at_most']} ms"
+            f"p99 <= {inside['p99_ms_at_most']} ms; waits for a pool connection p99 <= "
+            f"{waits['p99_ms_at_most']} ms"
         )
 
     ratio = (
@@ -338,6 +349,11 @@ def print_report(result: dict[str, Any]) -> None:
     print(
         f"  inside replicas    the same window from the replicas' own histograms: "
         f"p50 <= {inside.get('p50_ms_at_most')} ms, p99 <= {inside.get('p99_ms_at_most')} ms"
+    )
+    waits = o.get("pool_waits") or {}
+    print(
+        f"  pool waits         waits for a database connection in that window: "
+        f"p50 <= {waits.get('p50_ms_at_most')} ms, p99 <= {waits.get('p99_ms_at_most')} ms"
     )
     print(f"  API errors         {result['api_errors']} (target 0)")
     print(f"  note               {result['note']}")
