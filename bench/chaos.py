@@ -694,6 +694,12 @@ async def run(args: argparse.Namespace, running: Stack, base: str, db_url: str) 
     }
 
 
+def print_verdicts(targets: dict[str, bool]) -> None:
+    """Each target of a benchmark, PASS or FAIL, as every script in bench/ ends its report."""
+    for name, ok in targets.items():
+        print(f"  {'PASS' if ok else 'FAIL'}  {name}")
+
+
 def print_report(result: dict[str, Any]) -> None:
     print()
     print(f"  peak (closed loop, 0 errors, p99 < bar)  {result['peak_rps']} req/s")
@@ -737,8 +743,7 @@ def print_report(result: dict[str, Any]) -> None:
         )
         print(f"  {v['replica']} pid {v['pid']:>7}  t {v['from_t']:>5}-{v['to_t']:>5} s  {judged}")
     print()
-    for name, ok in result["targets"].items():
-        print(f"  {'PASS' if ok else 'FAIL'}  {name}")
+    print_verdicts(result["targets"])
 
 
 def loaded_stack(

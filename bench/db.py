@@ -240,15 +240,6 @@ async def report_review(conn: asyncpg.Connection, p: Product, rng: random.Random
         timings.append(
             await explain(
                 conn,
-                "reviews.REVIEW_CHARACTERISTIC_RATINGS",
-                reviews.REVIEW_CHARACTERISTIC_RATINGS,
-                review_id,
-            )
-        )
-        ratings = await conn.fetch(reviews.REVIEW_CHARACTERISTIC_RATINGS, review_id)
-        timings.append(
-            await explain(
-                conn,
                 "summaries.REMOVE_FROM_PRODUCT_COUNTS",
                 summaries.REMOVE_FROM_PRODUCT_COUNTS,
                 review["product_id"],
@@ -256,17 +247,14 @@ async def report_review(conn: asyncpg.Connection, p: Product, rng: random.Random
                 review["recommend"],
             )
         )
-        if ratings:
-            timings.append(
-                await explain(
-                    conn,
-                    "summaries.MOVE_CHARACTERISTIC_SUMS -1",
-                    summaries.MOVE_CHARACTERISTIC_SUMS,
-                    [r["characteristic_id"] for r in ratings],
-                    [r["value"] for r in ratings],
-                    -1,
-                )
+        timings.append(
+            await explain(
+                conn,
+                "summaries.REMOVE_FROM_CHARACTERISTIC_SUMS",
+                summaries.REMOVE_FROM_CHARACTERISTIC_SUMS,
+                review_id,
             )
+        )
         timings.append(await explain(conn, "changes.NOTIFY", changes.NOTIFY, str(review["product_id"])))
     return timings
 
@@ -297,6 +285,19 @@ async def rolled_back(conn: asyncpg.Connection) -> AsyncIterator[None]:
         await transaction.rollback()
 
 
+def summaries_of_100() -> Scenario:
+    """PRODUCT_SUMMARIES for a batch of 100 products (GET /reviews/meta/batch at its limit)."""
+    return Scenario(
+        "PRODUCT_SUMMARIES, 100 ids",
+        read(
+            "summaries.PRODUCT_SUMMARIES 100 ids",
+            summaries.PRODUCT_SUMMARIES,
+            lambda ps, rng: (list(dict.fromkeys(p.id for p in ps)),),
+        ),
+        batch=100,
+    )
+
+
 def api_scenarios() -> list[Scenario]:
     scenarios = list_reviews_scenarios()
     scenarios += [
@@ -322,15 +323,7 @@ def api_scenarios() -> list[Scenario]:
             "PRODUCT_SUMMARIES, 1 id",
             read("summaries.PRODUCT_SUMMARIES 1 id", summaries.PRODUCT_SUMMARIES, lambda p, rng: ([p.id],)),
         ),
-        Scenario(
-            "PRODUCT_SUMMARIES, 100 ids",
-            read(
-                "summaries.PRODUCT_SUMMARIES 100 ids",
-                summaries.PRODUCT_SUMMARIES,
-                lambda ps, rng: (list(dict.fromkeys(p.id for p in ps)),),
-            ),
-            batch=100,
-        ),
+        summaries_of_100(),
         Scenario(
             "readiness MISSING_TABLES",
             read("readiness.MISSING_TABLES", readiness.MISSING_TABLES, lambda p, rng: (readiness.TABLES,)),
@@ -377,15 +370,7 @@ def old_meta_scenarios(old_sql: str) -> list[Scenario]:
             read("baseline GROUP BY largest product", old_sql, lambda p, rng: ([p.id],)),
             largest_only=True,
         ),
-        Scenario(
-            "PRODUCT_SUMMARIES, 100 ids",
-            read(
-                "summaries.PRODUCT_SUMMARIES 100 ids",
-                summaries.PRODUCT_SUMMARIES,
-                lambda ps, rng: (list(dict.fromkeys(p.id for p in ps)),),
-            ),
-            batch=100,
-        ),
+        summaries_of_100(),
         Scenario(
             f"baseline: GROUP BY meta ({OLD_COMMIT}), 100 ids",
             read(
@@ -788,8 +773,7 @@ def print_report(result: dict[str, Any]) -> None:
     if result["uncovered_statements"]:
         print(f"  NOT MEASURED: {', '.join(result['uncovered_statements'])}")
     print()
-    for name, ok in result["targets"].items():
-        print(f"  {'PASS' if ok else 'FAIL'}  {name}")
+    chaos.print_verdicts(result["targets"])
 
 
 def main() -> None:

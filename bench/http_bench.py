@@ -358,8 +358,7 @@ def print_report(result: dict[str, Any]) -> None:
     print(f"  API errors         {result['api_errors']} (target 0)")
     print(f"  note               {result['note']}")
     print()
-    for name, ok in result["targets"].items():
-        print(f"  {'PASS' if ok else 'FAIL'}  {name}")
+    chaos.print_verdicts(result["targets"])
 
 
 def latency_chart(result: dict[str, Any], out: Path) -> None:

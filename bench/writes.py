@@ -349,8 +349,7 @@ def print_report(result: dict[str, Any]) -> None:
         f"  atelier-verify     exit {v['exit_code']}, {v.get('differences')} differences ({v['seconds']} s)"
     )
     print()
-    for name, ok in result["targets"].items():
-        print(f"  {'PASS' if ok else 'FAIL'}  {name}")
+    chaos.print_verdicts(result["targets"])
 
 
 def main() -> None:

@@ -126,14 +126,9 @@ def _cases() -> dict[str, tuple[str, Args]]:
     )
     add(reviews, "LOCK_REVIEW", lambda s: [(s.review_ids[0],), (s.missing_review,)])
     add(reviews, "REPORT", lambda s: [(s.review_ids[0],), (s.missing_review,)])
-    add(reviews, "REVIEW_CHARACTERISTIC_RATINGS", lambda s: [(s.review_ids[0],), (s.missing_review,)])
     add(summaries, "PRODUCT_SUMMARIES", lambda s: [([s.many],), ([s.few],), ([s.unknown],), (s.hundred,)])
     add(summaries, "REMOVE_FROM_PRODUCT_COUNTS", lambda s: [(s.many, 4, True), (s.few, 1, False)])
-    add(
-        summaries,
-        "MOVE_CHARACTERISTIC_SUMS",
-        lambda s: [([s.characteristic_id], [3], 1), ([s.characteristic_id], [3], -1)],
-    )
+    add(summaries, "REMOVE_FROM_CHARACTERISTIC_SUMS", lambda s: [(s.review_ids[0],), (s.missing_review,)])
     # MARK_HELPFUL holds the vote's expiry delete (its `expired` step).
     add(
         votes,

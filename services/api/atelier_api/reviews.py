@@ -68,8 +68,8 @@ KNOWN_PRODUCT = """
 
 # A new review in one statement (one round trip, one implicit transaction): the review, its photos (ids
 # in the order given, the order GET lists them in), its characteristic ratings, its product's counts and
-# its characteristics' sums (the same rules as summaries.py's ADD_TO_PRODUCT_COUNTS and
-# MOVE_CHARACTERISTIC_SUMS), and the change notification every replica's cache hears at commit.
+# its characteristics' sums (what a report takes out again: summaries.REMOVE_FROM_PRODUCT_COUNTS and
+# REMOVE_FROM_CHARACTERISTIC_SUMS), and the change notification every replica's cache hears at commit.
 # `sums` reads `counts` in an InitPlan, so the product's summary row is locked before any characteristic
 # row, the order every writer keeps (see summaries.py): two writes of one product never deadlock.
 STORE_REVIEW = """
@@ -121,12 +121,6 @@ STORE_REVIEW = """
 LOCK_REVIEW = "SELECT product_id, rating, recommend, reported FROM reviews WHERE id = $1 FOR UPDATE"
 
 REPORT = "UPDATE reviews SET reported = true WHERE id = $1"
-
-# The reported review's characteristic ratings, which leave the summaries
-# (characteristic_reviews_review_idx).
-REVIEW_CHARACTERISTIC_RATINGS = (
-    "SELECT characteristic_id, value FROM characteristic_reviews WHERE review_id = $1"
-)
 
 
 async def list_reviews(pool: asyncpg.Pool, query: ReviewsQuery) -> list[Json]:
@@ -216,9 +210,8 @@ async def report(pool: asyncpg.Pool, review_id: int) -> int | None:
         if review["reported"]:
             return None
         await conn.execute(REPORT, review_id)
-        ratings = await conn.fetch(REVIEW_CHARACTERISTIC_RATINGS, review_id)
         await summaries.remove_review(
-            conn, review["product_id"], review["rating"], review["recommend"], [tuple(row) for row in ratings]
+            conn, review_id, review["product_id"], review["rating"], review["recommend"]
         )
         await changes.notify(conn, review["product_id"])
     return int(review["product_id"])

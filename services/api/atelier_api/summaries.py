@@ -13,7 +13,7 @@ batch of one, so the two endpoints cannot disagree.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -60,13 +60,15 @@ REMOVE_FROM_PRODUCT_COUNTS = """
     WHERE product_id = $1
 """
 
-# A review's characteristic ratings enter ($3 = 1) or leave ($3 = -1) their characteristics' sums.
-MOVE_CHARACTERISTIC_SUMS = """
+# ... and its characteristic ratings leave their characteristics' sums, read straight from
+# characteristic_reviews (characteristic_reviews_review_idx).
+REMOVE_FROM_CHARACTERISTIC_SUMS = """
     UPDATE characteristic_summaries AS s
-    SET rating_sum = s.rating_sum + given.value_sum * $3, rating_count = s.rating_count + given.ratings * $3
+    SET rating_sum = s.rating_sum - given.value_sum, rating_count = s.rating_count - given.ratings
     FROM (
         SELECT characteristic_id, sum(value) AS value_sum, count(*) AS ratings
-        FROM unnest($1::bigint[], $2::smallint[]) AS rating (characteristic_id, value)
+        FROM characteristic_reviews
+        WHERE review_id = $1
         GROUP BY characteristic_id
     ) AS given
     WHERE s.characteristic_id = given.characteristic_id
@@ -78,11 +80,6 @@ async def product_summaries(pool: asyncpg.Pool, product_ids: Sequence[int]) -> l
     rows = await pool.fetch(PRODUCT_SUMMARIES, list(dict.fromkeys(product_ids)))
     by_product = {row["product_id"]: row for row in rows}
     return [_summary(product_id, by_product.get(product_id)) for product_id in product_ids]
-
-
-async def product_summary(pool: asyncpg.Pool, product_id: int) -> Json:
-    (summary,) = await product_summaries(pool, [product_id])
-    return summary
 
 
 def _summary(product_id: int, row: asyncpg.Record | None) -> Json:
@@ -108,21 +105,8 @@ def _summary(product_id: int, row: asyncpg.Record | None) -> Json:
 
 
 async def remove_review(
-    conn: asyncpg.Connection,
-    product_id: int,
-    rating: int,
-    recommend: bool,
-    characteristic_ratings: Iterable[tuple[int, int]],
+    conn: asyncpg.Connection, review_id: int, product_id: int, rating: int, recommend: bool
 ) -> None:
     """Take a review out of its product's summary (it was reported); call inside that transaction."""
     await conn.execute(REMOVE_FROM_PRODUCT_COUNTS, product_id, rating, recommend)
-    await _move_characteristic_sums(conn, characteristic_ratings, -1)
-
-
-async def _move_characteristic_sums(
-    conn: asyncpg.Connection, characteristic_ratings: Iterable[tuple[int, int]], sign: int
-) -> None:
-    ratings = list(characteristic_ratings)
-    if ratings:
-        characteristic_ids, values = zip(*ratings, strict=True)
-        await conn.execute(MOVE_CHARACTERISTIC_SUMS, characteristic_ids, values, sign)
+    await conn.execute(REMOVE_FROM_CHARACTERISTIC_SUMS, review_id)
