@@ -8,13 +8,15 @@ import os
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, ROOT, generate_and_load
+from tests.conftest import BIN, ROOT, generate_and_load, xdist_worker
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import stack  # noqa: E402  (scripts/stack.py: the local stack behind `make up`)
@@ -46,9 +48,29 @@ class LocalStack:
         for name, port in self.replica_ports.items():
             stack.wait_for_port(port, self.replicas[name], name)
 
+    def restart_replica(self, name: str, seconds: float = 15) -> None:
+        """Starts replica `name` again on its port, then waits until nginx sends it requests again: nginx
+        leaves a replica that failed out for fail_timeout (2 s), and whichever test runs next on this stack
+        (any module, in any order, under xdist) expects three replicas behind it."""
+        self.start_replica(name, self.replica_ports[name])
+        self.wait_for_replicas()
+        deadline = time.monotonic() + seconds
+        while True:
+            served = set()
+            for _ in range(2 * len(self.replicas)):  # least_conn, one at a time: each replica in turn
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=5) as response:
+                    served.add(response.headers["X-Replica"])
+            if name in served:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nginx sends nothing to {name} {seconds:.0f} s after its restart")
+            time.sleep(0.1)
+
 
 @pytest.fixture(scope="session")
-def local_stack(make_database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+def local_stack(
+    make_database, tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[LocalStack]:
     try:
         nginx = stack.nginx_binary()
     except SystemExit as missing:
@@ -60,7 +82,9 @@ def local_stack(make_database, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
     # The replicas log in as a least-privileged member of atelier_api, as `make up`'s do; database_url
     # (the owner, which loaded the data) stays the tests' own connection.
-    replica_env = env | {"DATABASE_URL": stack.api_login(database_url, "atelier_api_e2e")}
+    # Roles are the server's, not the database's: one per xdist worker, each stack with its own password.
+    role = "_".join(filter(None, ("atelier_api_e2e", xdist_worker(pytestconfig))))
+    replica_env = env | {"DATABASE_URL": stack.api_login(database_url, role)}
     running = LocalStack(url="", database_url=database_url, data_dir=data_dir, env=replica_env)
     balancer: list[tuple[str, subprocess.Popen[bytes]]] = []
     try:

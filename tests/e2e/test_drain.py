@@ -65,8 +65,7 @@ async def test_sigterm_and_restart_of_a_replica_under_steady_gets_fails_nothing(
             stop.set()
             await asyncio.gather(*readers, return_exceptions=True)
             if local_stack.replicas[VICTIM].poll() is not None:  # leave three replicas for the next test
-                local_stack.start_replica(VICTIM, local_stack.replica_ports[VICTIM])
-                local_stack.wait_for_replicas()
+                local_stack.restart_replica(VICTIM)
 
     assert exit_code == 0
     assert not failures, failures[:10]

@@ -76,8 +76,7 @@ async def test_1000_concurrent_votes_count_exactly_while_a_replica_is_killed(
         for task in workers:
             task.cancel()
         if local_stack.replicas[VICTIM].poll() is not None:
-            await asyncio.to_thread(local_stack.start_replica, VICTIM, local_stack.replica_ports[VICTIM])
-            await asyncio.to_thread(local_stack.wait_for_replicas)
+            await asyncio.to_thread(local_stack.restart_replica, VICTIM)
 
     retried = sum("," in upstream for upstream in upstreams)
     print(

@@ -21,8 +21,7 @@ def deployment(local_stack: LocalStack) -> Deployment:
 
     def restart() -> None:
         if local_stack.replicas[VICTIM].poll() is not None:
-            local_stack.start_replica(VICTIM, local_stack.replica_ports[VICTIM])
-            local_stack.wait_for_replicas()
+            local_stack.restart_replica(VICTIM)
 
     return Deployment(url=local_stack.url, stop_replica=kill, restore_replica=restart)
 
