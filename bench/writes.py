@@ -4,6 +4,7 @@ PostgreSQL, measured in the same run. Part of `make bench`; loopback only, bound
     .venv/bin/python bench/writes.py                      # the full data (a copy of bench/db.py's database)
     .venv/bin/python bench/writes.py --products 100000    # a load of its own, 100,000 products
     .venv/bin/python bench/writes.py --draw uniform       # products drawn uniformly: no hot product
+    .venv/bin/python bench/writes.py --keys none          # no Idempotency-Key: the contract's plain POST
 
 The data: when bench/db.py's database (`atelier_bench_db`) holds the export of --products products (the
 full export by default), a copy of it (CREATE DATABASE ... TEMPLATE, a file copy: no reload), else a
@@ -13,8 +14,9 @@ from the project's template with its rate limit lifted (bench/chaos.py's stack s
 
 The bodies are realistic: a product drawn Zipf-skewed like the HTTP mix (popular products get most
 reviews), every characteristic of that product rated, 0 to 5 photo URLs (half the reviews have none),
-texts of varied length, and an Idempotency-Key on each request, as the storefront sends it. Writes of
-one product queue on its summary row (summaries.py), so the skew matters: --draw uniform spreads them.
+texts of varied length, and an Idempotency-Key on each request, as the storefront sends it (--keys none:
+the contract's plain POST, without one). Writes of one product queue on its summary row (summaries.py),
+so the skew matters: --draw uniform spreads them.
 
 Closed loop at each --steps concurrency for --step-seconds, two paths in turn at the same concurrency:
 - baseline: the same reviews written straight to PostgreSQL by the API's own data-layer function
@@ -194,7 +196,9 @@ async def measure(
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def post(key: str, body: dict[str, Any]) -> bool:
-            headers = {"Content-Type": "application/json", idempotency.HEADER: key}
+            headers = {"Content-Type": "application/json"}
+            if args.keys == "each":
+                headers[idempotency.HEADER] = key
             async with session.post(
                 api_base + "/reviews", data=orjson.dumps(body), headers=headers
             ) as response:
@@ -212,7 +216,9 @@ async def measure(
 
                 async def direct(key: str, body: dict[str, Any], pool: asyncpg.Pool = pool) -> bool:
                     draft = review_draft.parse(body)
-                    claim = idempotency.Claim(key, idempotency.request_hash(body))
+                    claim = None
+                    if args.keys == "each":
+                        claim = idempotency.Claim(key, idempotency.request_hash(body))
                     created = await reviews.create_review(pool, draft, datetime.now(UTC), claim)
                     return not created.replayed
 
@@ -369,6 +375,13 @@ def main() -> None:
         default="zipf",
         help="products reviewed: Zipf-skewed like the HTTP mix (default), or uniform (no hot product)",
     )
+    parser.add_argument(
+        "--keys",
+        choices=["each", "none"],
+        default="each",
+        help="an Idempotency-Key on each POST (default, the storefront's retries), or none (the contract's "
+        "plain POST: two round trips, no key claimed or recorded)",
+    )
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     if not 1 <= args.step_seconds <= 60:
@@ -408,10 +421,11 @@ def main() -> None:
         "replicas": chaos.REPLICAS,
         "step_seconds": args.step_seconds,
         "products_drawn": args.draw,
+        "idempotency_keys": args.keys,
     } | result
     print_report(result)
     args.results.mkdir(parents=True, exist_ok=True)
-    out = args.results / "writes.json"
+    out = args.results / ("writes.json" if args.keys == "each" else "writes-no-keys.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\n  written to {out}")
     raise SystemExit(0 if all(result["targets"].values()) else 1)

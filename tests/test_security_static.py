@@ -124,6 +124,7 @@ ALLOWED_DYNAMIC_SQL = {
     ("services/etl/atelier_etl/staging.py", "_apply_schema_file"): "the schema's own SQL files",
     ("services/etl/atelier_etl/staging.py", "switch"): "DROP/ALTER TABLE of each of TABLES",
     ("services/etl/atelier_etl/schema.py", "apply_schema"): "the schema's own SQL files",
+    ("services/api/atelier_api/changes.py", "notify"): "an integer product id in the notification's payload",
 }
 
 

@@ -19,9 +19,9 @@ from pytest_aiohttp import AiohttpClient
 
 from atelier_api import changes
 from atelier_api.app import create_app
-from atelier_api.cache import ENTRY_OVERHEAD, ResponseCache
+from atelier_api.cache import ENTRY_OVERHEAD, SUMMARY, ResponseCache
 from atelier_api.config import Config
-from atelier_api.keys import CACHE_KEY
+from atelier_api.keys import CACHE_KEY, CONFIG_KEY
 from atelier_etl import staging
 from tests.api import factories
 from tests.api.conftest import NOW
@@ -145,6 +145,7 @@ async def test_a_write_on_one_replica_reaches_the_others_cache(product, make_cli
         assert cached.headers["X-Cache"] == "hit"
         old[path] = await cached.read()
 
+    summary_before = await (await reader.get("/reviews/meta?product_id=2")).read()
     if write == "post":
         response = await writer.post("/reviews", json=factories.review_body(2, rating=2))
     else:
@@ -158,6 +159,9 @@ async def test_a_write_on_one_replica_reaches_the_others_cache(product, make_cli
 
         await eventually(changed)
     assert reader.app[CACHE_KEY].stats.invalidations >= 1
+    if write == "helpful":  # a vote moves no summary: the other replica kept serving its from the cache
+        kept = await reader.get("/reviews/meta?product_id=2")
+        assert (kept.headers["X-Cache"], await kept.read()) == ("hit", summary_before)
 
 
 async def test_an_unchanged_write_invalidates_nothing(product, make_client) -> None:
@@ -179,6 +183,53 @@ async def test_an_unchanged_write_invalidates_nothing(product, make_client) -> N
     # report's would have come before it.
     assert (await client.post("/reviews", json=factories.review_body(3, characteristics={}))).status == 201
     await invalidations(4)
+
+
+async def test_only_committed_writes_notify_and_after_their_commit(product, make_client, db) -> None:
+    """The notification is a transaction of its own, sent once the write committed (changes.notify):
+    a write the database refuses notifies nothing, and when the notification comes, the write is there
+    to be read."""
+    client = await make_client()
+    heard: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
+    listener = await asyncpg.connect(client.app[CONFIG_KEY].database_url)
+
+    async def on_change(conn: asyncpg.Connection, pid: int, channel: str, payload: str) -> None:
+        reviews = await db.fetchval("SELECT count(*) FROM reviews WHERE product_id = $1", int(payload))
+        await heard.put((payload, reviews))
+
+    def heard_change(conn: asyncpg.Connection, pid: int, channel: str, payload: str) -> None:
+        asyncio.get_running_loop().create_task(on_change(conn, pid, channel, payload))
+
+    await listener.add_listener(changes.CHANNEL, heard_change)
+    try:
+        refused = await client.post("/reviews", json=factories.review_body(2, characteristics={"999": 5}))
+        assert refused.status == 422  # decided by the database's rules: nothing stored, nothing notified
+        stored = await client.post("/reviews", json=factories.review_body(3, characteristics={}))
+        assert stored.status == 201
+        async with asyncio.timeout(NOTIFICATION_WAIT):
+            assert await heard.get() == ("3", 1)  # the first notification is the stored write's
+        assert heard.empty()
+    finally:
+        await listener.close()
+
+
+async def test_a_write_whose_notification_fails_is_stored_and_answered(
+    product, make_client, db, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The write committed before the notification was sent: it is answered 201 whatever happens to the
+    notification (other replicas then rely on their listener's reconnection, or the TTL)."""
+    client = await make_client()
+    assert (await client.get("/reviews/meta?product_id=2")).status == 200
+    monkeypatch.setattr(changes, "NOTIFY_COMMITTED", "SELECT no_such_function('{payload}')")
+
+    posted = await client.post("/reviews", json=factories.review_body(2, rating=1))
+
+    assert posted.status == 201
+    assert await db.fetchval("SELECT count(*) FROM reviews WHERE product_id = 2") == 3
+    fresh = await client.get("/reviews/meta?product_id=2")  # its own replica dropped its entries itself
+    assert (fresh.headers["X-Cache"], (await fresh.json())["ratings"]["1"]) == ("miss", "1")
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert any("could not notify the change of product 2" in message for message in warnings)
 
 
 async def test_the_cache_stops_and_empties_while_the_listener_is_away(
@@ -234,7 +285,7 @@ async def test_a_cache_of_zero_bytes_is_off(product, config: Config, aiohttp_cli
 def test_the_loader_notifies_the_api_channel() -> None:
     assert staging.CHANGES_CHANNEL == changes.CHANNEL
     assert f"'{changes.CHANNEL}'" in staging.NOTIFY_EVERYTHING
-    assert f"'{changes.CHANNEL}'" in changes.NOTIFY
+    assert f"'{changes.CHANNEL}'" in changes.NOTIFY_COMMITTED
 
 
 # ResponseCache's own rules, with a clock the test moves.
@@ -306,6 +357,33 @@ def test_invalidate_drops_every_variant_of_the_product_only() -> None:
     assert [cache.get(1, v) for v in ("page-1", "page-2", "summary")] == [None, None, None]
     assert cache.get(2, "summary") is not None
     assert cache.size_bytes == 1 + ENTRY_OVERHEAD
+
+
+def test_invalidating_the_pages_only_keeps_the_summary() -> None:
+    cache, _ = live_cache()
+    for variant in ("page-1", "page-2", SUMMARY):
+        cache.put(1, variant, b"1", cache.token())
+    token = cache.token()
+    cache.invalidate(1, summary=False)
+    assert [cache.get(1, v) is None for v in ("page-1", "page-2", SUMMARY)] == [True, True, False]
+    assert cache.size_bytes == 1 + ENTRY_OVERHEAD
+    cache.put(1, "page-1", b"read across it", token)  # a read that overlapped it is not kept
+    assert cache.get(1, "page-1") is None
+    cache.invalidate(1)  # and the summary's bookkeeping is intact
+    assert len(cache) == 0 and cache.size_bytes == 0
+
+
+@pytest.mark.parametrize(
+    ("payload", "kept"), [("2", []), ("2:reviews", [SUMMARY]), ("*", []), ("2:other", [])]
+)
+def test_a_notification_drops_what_its_payload_says(payload: str, kept: list[str]) -> None:
+    cache, _ = live_cache()
+    for product_id in (2, 3):
+        for variant in ("page-1", SUMMARY):
+            cache.put(product_id, variant, b"x", cache.token())
+    changes.apply(cache, payload)
+    assert [v for v in ("page-1", SUMMARY) if cache.get(2, v) is not None] == kept
+    assert (cache.get(3, SUMMARY) is None) == (payload in ("*", "2:other"))  # unknown: flush, safe
 
 
 def test_nothing_is_kept_while_not_listening() -> None:

@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
+from atelier_api import idempotency
 from atelier_api.app import create_app
 from atelier_api.config import Config
 from atelier_api.idempotency import KEY_RETENTION
@@ -308,6 +309,45 @@ async def test_many_requests_of_one_key_on_two_replicas_at_once_store_one_review
     assert len([headers for headers in created if "Idempotent-Replayed" not in headers]) == 1
     assert len({headers["Location"] for headers in created}) == 1
     assert await stored(db) == (1, 1, 1)
+
+
+async def test_a_first_request_committing_after_the_lookup_gives_409_then_replays(
+    client: Client, db: asyncpg.Connection, database_url: str, characteristic_id: int
+) -> None:
+    """The statement's lookup reads a snapshot taken before its claim. A first request with the key that
+    commits after that snapshot is not seen by the lookup; recording the key finds it, and the statement
+    fails and rolls back: 409, and the retry replays. Played deterministically: the test's connection
+    writes the key's record in an open transaction, so the API's record waits on it, then commits."""
+    body = new_review(characteristic_id)
+    first_id = await factories.review(db, PRODUCT)
+    first = await asyncpg.connect(database_url)
+    try:
+        transaction = first.transaction()
+        await transaction.start()
+        await first.execute(
+            "INSERT INTO idempotency_keys (key, request_hash, review_id) VALUES ($1, $2, $3)",
+            "order-race",
+            idempotency.request_hash(body),
+            first_id,
+        )
+        second = asyncio.create_task(post(client, body, "order-race"))
+        async with asyncio.timeout(10):
+            while await db.fetchval(WAITING_ON_A_LOCK) < 1 and not second.done():
+                await asyncio.sleep(0.01)
+        await transaction.commit()
+        async with asyncio.timeout(10):
+            status, headers, error = await second
+    finally:
+        await first.close()
+    assert (status, headers["Retry-After"], error["error"]) == (409, "1", "request in progress")
+    assert await stored(db) == (1, 0, 0)  # the first request's review only
+
+    status, headers, _ = await post(client, body, "order-race")
+    assert (status, headers["Location"], headers["Idempotent-Replayed"]) == (
+        201,
+        f"/reviews/{first_id}",
+        "true",
+    )
 
 
 @pytest.mark.parametrize(

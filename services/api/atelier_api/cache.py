@@ -22,6 +22,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
+# The variant of a product's summary (GET /reviews/meta); its pages of reviews are keyed by their query.
+SUMMARY = "summary"
 # Bookkeeping per entry (key tuple, dict slots, entry object) counted against the byte budget.
 ENTRY_OVERHEAD = 200
 # Invalidations remembered per product for the overlap check; past this many, they are forgotten at
@@ -116,15 +118,21 @@ class ResponseCache:
             self._drop(next(iter(self._entries)))
         return entry
 
-    def invalidate(self, product_id: int) -> None:
-        """Forget every answer about this product, and any being read now."""
+    def invalidate(self, product_id: int, summary: bool = True) -> None:
+        """Forget every answer about this product, and any being read now; with summary=False, keep
+        its summary (a helpful vote moves its pages of reviews only). Reads of the summary that are in
+        flight are not kept either way (the overlap check is per product, which is always safe)."""
         self._sequence += 1
         self.stats.invalidations += 1
         if len(self._invalidated_at) >= MAX_REMEMBERED_INVALIDATIONS:
             self._invalidated_at.clear()
             self._flushed_at = self._sequence
         self._invalidated_at[product_id] = self._sequence
-        for variant in self._by_product.pop(product_id, ()):
+        variants = self._by_product.pop(product_id, set())
+        if not summary and SUMMARY in variants:
+            variants.discard(SUMMARY)
+            self._by_product[product_id] = {SUMMARY}
+        for variant in variants:
             entry = self._entries.pop((product_id, variant))
             self._bytes -= len(entry.body) + ENTRY_OVERHEAD
 

@@ -62,7 +62,7 @@ async def mark_helpful(request: web.Request) -> web.Response:
     review_id = validation.review_id(request.match_info["review_id"])
     product_id = await votes.mark_helpful(request.app[POOL_KEY], review_id, request_id(request))
     if product_id is not None:
-        request.app[CACHE_KEY].invalidate(product_id)
+        request.app[CACHE_KEY].invalidate(product_id, summary=False)
     return web.Response(status=204)
 
 

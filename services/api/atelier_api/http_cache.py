@@ -17,12 +17,11 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from atelier_api import reviews, summaries
-from atelier_api.cache import Entry, etag_of
+from atelier_api.cache import SUMMARY, Entry, etag_of
 from atelier_api.keys import CACHE_KEY, CONFIG_KEY, POOL_KEY
 from atelier_api.validation import ReviewsQuery
 
 CACHE_STATUS_HEADER = "X-Cache"
-SUMMARY = "summary"  # the cache variant of a product's meta object
 # What a GET that sets no Cache-Control of its own gets: clients revalidate (cheap, with the ETag).
 REVALIDATE = "no-cache"
 

@@ -1,7 +1,7 @@
 """`Idempotency-Key` on POST /reviews, with Stripe's semantics.
 
-A key is claimed in the transaction that stores the review, and written with it, so a key is stored only
-with the review it created:
+A key is claimed in the transaction that stores the review, and written with it (in the same statement),
+so a key is stored only with the review it created:
 
 - the same key and the same body (canonical JSON, hashed) within KEY_RETENTION replays the first
   answer (201, `Location` of the same review, `Idempotent-Replayed: true`) and stores nothing;
@@ -10,6 +10,11 @@ with the review it created:
   transaction-level advisory lock taken with pg_try_advisory_xact_lock, which never waits);
 - only 201s are remembered: a request refused (4xx) or failed (5xx) rolls back, key included, so the
   key is free again. An expired key is treated as absent and taken over by the next request.
+
+The claim, the lookup, the review and the key's record are one statement (reviews.STORE_REVIEW_WITH_KEY,
+built from claim_steps and record_steps): one round trip and one implicit transaction, so the key is
+held exactly as long as the write. A first request that commits between another's lookup and its claim
+makes the other one's record fail: 409, and its retry is replayed.
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
-import asyncpg
 import orjson
 from multidict import MultiMapping
 
@@ -38,30 +42,59 @@ _KEY_RULE = f"must be 1 to {MAX_KEY_LENGTH} printable ASCII characters"
 # the loader's one-bigint lock. Two keys of the same hash in flight at once: the second gets a 409.
 LOCK_NAMESPACE = 0x6964656D  # "idem"
 
-TRY_CLAIM = "SELECT pg_try_advisory_xact_lock($1, hashtext($2))"
 
-FIND_KEY = """
-    SELECT request_hash, review_id FROM idempotency_keys
-    WHERE key = $1 AND created_at >= now() - $2::interval
-"""
-
-# A conflict here is an expired key (a live one was replayed), which this request takes over. Up to
-# two other expired keys go with each new one, skipping any another transaction holds.
-RECORD_KEY = """
-    WITH expired AS (
-        DELETE FROM idempotency_keys
-        WHERE key IN (
-            SELECT key FROM idempotency_keys
-            WHERE created_at < now() - $4::interval AND key <> $1
-            ORDER BY created_at
-            LIMIT 2
-            FOR UPDATE SKIP LOCKED
+def claim_steps(key: str, retention: str) -> str:
+    """The CTEs that claim the key and look it up, for the statement that stores the review with it
+    (reviews.STORE_REVIEW_WITH_KEY; the arguments name its parameters). `claim` takes the key's lock for
+    the statement's transaction; `earlier` is the key's live record, if any. The statement stores only
+    when it claimed the key and found no live record."""
+    return f"""
+        claim AS (
+            SELECT pg_try_advisory_xact_lock({LOCK_NAMESPACE}, hashtext({key})) AS claimed
+        ), earlier AS (
+            SELECT request_hash, review_id FROM idempotency_keys
+            WHERE key = {key} AND created_at >= now() - {retention}::interval
         )
-    )
-    INSERT INTO idempotency_keys (key, request_hash, review_id) VALUES ($1, $2, $3)
-    ON CONFLICT (key) DO UPDATE
-    SET request_hash = excluded.request_hash, review_id = excluded.review_id, created_at = excluded.created_at
-"""
+    """
+
+
+def record_steps(review: str, key: str, request_hash: str, retention: str) -> str:
+    """The CTEs that record the key with the review the statement stores (`review`, a CTE with an `id`).
+
+    `recorded` writes the key when it is free or expired (an expired one is taken over). The lookup's
+    snapshot predates the claim's lock, so a first request with the key that committed in between is
+    not in `earlier`: `recorded` then leaves its live record alone, and `taken` inserts the key plainly,
+    which fails on the primary key (TAKEN_MEANWHILE) and rolls the whole statement back: the request gets
+    409 and its retry is replayed. Up to two other expired keys go with each new one, skipping any that
+    another transaction holds."""
+    return f"""
+        expired AS (
+            DELETE FROM idempotency_keys
+            WHERE EXISTS (SELECT FROM {review}) AND key IN (
+                SELECT key FROM idempotency_keys
+                WHERE created_at < now() - {retention}::interval AND key <> {key}
+                ORDER BY created_at
+                LIMIT 2
+                FOR UPDATE SKIP LOCKED
+            )
+        ), recorded AS (
+            INSERT INTO idempotency_keys AS k (key, request_hash, review_id)
+            SELECT {key}, {request_hash}, {review}.id FROM {review}
+            ON CONFLICT (key) DO UPDATE
+            SET request_hash = excluded.request_hash, review_id = excluded.review_id,
+                created_at = excluded.created_at
+            WHERE k.created_at < now() - {retention}::interval
+            RETURNING key
+        ), taken AS (
+            INSERT INTO idempotency_keys (key, request_hash, review_id)
+            SELECT {key}, {request_hash}, {review}.id FROM {review}
+            WHERE NOT EXISTS (SELECT FROM recorded)
+        )
+    """
+
+
+# The primary key `taken` trips over (see record_steps).
+TAKEN_MEANWHILE = "idempotency_keys_pkey"
 
 
 class RequestInProgress(DomainError):
@@ -99,24 +132,16 @@ def request_hash(payload: Mapping[str, object]) -> bytes:
     return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).digest()
 
 
-async def claim(conn: asyncpg.Connection, claim: Claim) -> int | None:
-    """Claim the key for the connection's transaction: the review id to replay when the key already
-    created one with this body, else None (go on, then `record`).
-
-    Raises RequestInProgress when another transaction holds the key, InvalidInput when the key was
-    used with another body.
-    """
-    if not await conn.fetchval(TRY_CLAIM, LOCK_NAMESPACE, claim.key):
+def earlier_review(
+    claim: Claim, claimed: bool, request_hash: bytes | None, review_id: int | None
+) -> int | None:
+    """What the store statement found of the key: the review to replay, or None (the statement stored
+    the review). Raises RequestInProgress when another request held the key, InvalidInput when the key
+    was used with another body."""
+    if not claimed:
         raise RequestInProgress()
-    stored = await conn.fetchrow(FIND_KEY, claim.key, KEY_RETENTION)
-    if stored is None:
+    if review_id is None:
         return None
-    if stored["request_hash"] != claim.request_hash:
+    if request_hash != claim.request_hash:
         raise InvalidInput([FieldError(HEADER, "was already used with a different request body")])
-    review_id: int = stored["review_id"]
     return review_id
-
-
-async def record(conn: asyncpg.Connection, claim: Claim, review_id: int) -> None:
-    """Remember the review the claimed key created; commits (or rolls back) with the review."""
-    await conn.execute(RECORD_KEY, claim.key, claim.request_hash, review_id, KEY_RETENTION)

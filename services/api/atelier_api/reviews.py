@@ -6,8 +6,6 @@ selects `reviewer_email`: it is stored, never returned.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -38,46 +36,65 @@ _ORDER_BY = {
 # its own. The product's reviews come from reviews_product_date_idx, photos from reviews_photos_review_idx.
 _BY_RATING = "AND rating = any($4::smallint[])"
 _WITH_PHOTOS = "AND EXISTS (SELECT 1 FROM reviews_photos AS p WHERE p.review_id = reviews.id)"
+# Each review's photos as (id, url) records, in id order: read with the review, in the same round trip.
+_PHOTOS = "ARRAY(SELECT ROW(p.id, p.url) FROM reviews_photos AS p WHERE p.review_id = page.id ORDER BY p.id)"
 
-# Keyed by (sort, by rating, with photos). $4, when there, is the list of stars.
+# Keyed by (sort, by rating, with photos). $4, when there, is the list of stars. The page is chosen
+# first, then its photos are read: only for the page's rows, never for those OFFSET skips.
 LIST_REVIEWS = {
     (sort, by_rating, with_photos): f"""
-        SELECT {_REVIEW_COLUMNS}
-        FROM reviews
-        WHERE product_id = $1 AND NOT reported
-            {_BY_RATING if by_rating else ""}
-            {_WITH_PHOTOS if with_photos else ""}
+        SELECT page.*, {_PHOTOS} AS photos
+        FROM (
+            SELECT {_REVIEW_COLUMNS}
+            FROM reviews
+            WHERE product_id = $1 AND NOT reported
+                {_BY_RATING if by_rating else ""}
+                {_WITH_PHOTOS if with_photos else ""}
+            ORDER BY {order}
+            LIMIT $2 OFFSET $3
+        ) AS page
         ORDER BY {order}
-        LIMIT $2 OFFSET $3
     """
     for sort, order in _ORDER_BY.items()
     for by_rating in (False, True)
     for with_photos in (False, True)
 }
 
-GET_REVIEW = f"SELECT {_REVIEW_COLUMNS} FROM reviews WHERE id = $1 AND NOT reported"
+GET_REVIEW = f"""
+    SELECT page.*, {_PHOTOS} AS photos
+    FROM (SELECT {_REVIEW_COLUMNS} FROM reviews WHERE id = $1 AND NOT reported) AS page
+"""
 
-LIST_PHOTOS = "SELECT id, review_id, url FROM reviews_photos WHERE review_id = any($1::bigint[]) ORDER BY id"
-
-# A product is known when it has characteristics or reviews (reported ones too).
+# A new review in one statement (one round trip, one implicit transaction). `known` (KNOWN_PRODUCT,
+# also read alone for a body with errors of its own) reads the two rules only the database can decide:
+# the product is known (it has reviews, reported ones too, or characteristics) and every characteristic
+# rated is one of its own. The review is stored only when both hold, and the statement answers the facts
+# either way, so that ReviewDraft.complete names each broken rule. With the review: its photos (ids in
+# the order given, the order GET lists them in), its characteristic ratings, its product's counts and
+# its characteristics' sums (what a report takes out again: summaries.REMOVE_FROM_PRODUCT_COUNTS and
+# REMOVE_FROM_CHARACTERISTIC_SUMS). Every replica's cache hears of it once it commits (changes.notify).
+# `sums` reads `counts` in an InitPlan, so the product's summary row is locked before any characteristic
+# row, the order every writer keeps (see summaries.py): two writes of one product never deadlock.
 KNOWN_PRODUCT = """
     SELECT
         EXISTS (SELECT 1 FROM reviews WHERE product_id = $1) AS has_reviews,
         ARRAY(SELECT id FROM characteristics WHERE product_id = $1) AS characteristic_ids
 """
+_RULES_HOLD = """
+    (known.has_reviews OR cardinality(known.characteristic_ids) > 0)
+    AND $10::bigint[] <@ known.characteristic_ids
+"""
 
-# A new review in one statement (one round trip, one implicit transaction): the review, its photos (ids
-# in the order given, the order GET lists them in), its characteristic ratings, its product's counts and
-# its characteristics' sums (what a report takes out again: summaries.REMOVE_FROM_PRODUCT_COUNTS and
-# REMOVE_FROM_CHARACTERISTIC_SUMS), and the change notification every replica's cache hears at commit.
-# `sums` reads `counts` in an InitPlan, so the product's summary row is locked before any characteristic
-# row, the order every writer keeps (see summaries.py): two writes of one product never deadlock.
-STORE_REVIEW = """
-    WITH review AS (
+
+def _store_steps(condition: str) -> str:
+    return f"""
+    known AS ({KNOWN_PRODUCT}), review AS (
         INSERT INTO reviews (
             product_id, rating, date, summary, body, recommend, reviewer_name, reviewer_email
         )
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        SELECT $1, $2, $3, $4, $5, $6, $7, $8
+        FROM known
+        WHERE {condition}
         RETURNING id
     ), photos AS (
         INSERT INTO reviews_photos (review_id, url)
@@ -90,12 +107,12 @@ STORE_REVIEW = """
         FROM review, unnest($10::bigint[], $11::smallint[]) AS given (characteristic_id, value)
     ), counts AS (
         INSERT INTO product_summaries AS s (product_id, ratings, recommended, not_recommended)
-        VALUES (
+        SELECT
             $1,
             ARRAY(SELECT (stars = $2)::integer FROM generate_series(1, 5) AS stars ORDER BY stars),
             $6::boolean::integer,
             (NOT $6::boolean)::integer
-        )
+        FROM review
         ON CONFLICT (product_id) DO UPDATE SET
             ratings[$2] = s.ratings[$2] + 1,
             recommended = s.recommended + excluded.recommended,
@@ -110,11 +127,24 @@ STORE_REVIEW = """
             GROUP BY characteristic_id
         ) AS given
         WHERE s.characteristic_id = given.characteristic_id AND (SELECT count(*) FROM counts) = 1
-    ), notified AS (
-        SELECT pg_notify('atelier_changes', $1::text)
     )
-    SELECT review.id, (SELECT count(*) FROM notified) AS notified FROM review
+    """
+
+
+_STORED = "(SELECT id FROM review) AS review_id, known.has_reviews, known.characteristic_ids"
+STORE_REVIEW = f"WITH {_store_steps(_RULES_HOLD)} SELECT {_STORED} FROM known"
+# The same with an Idempotency-Key ($12, the body's hash $13, its retention $14), claimed, looked up and
+# recorded in the same statement (idempotency.py): stored only when this request claimed the key and the
+# key has no live record; that record (the review to replay, or the other body's hash) is answered.
+STORE_REVIEW_WITH_KEY = f"""
+    WITH {idempotency.claim_steps("$12", "$14")},
+    {_store_steps(f"{_RULES_HOLD} AND (SELECT claimed FROM claim) AND NOT EXISTS (SELECT FROM earlier)")},
+    {idempotency.record_steps("review", "$12", "$13", "$14")}
+    SELECT {_STORED}, (SELECT claimed FROM claim) AS claimed,
+        (SELECT request_hash FROM earlier) AS earlier_hash, (SELECT review_id FROM earlier) AS earlier_id
+    FROM known
 """
+_store_statement = {False: STORE_REVIEW, True: STORE_REVIEW_WITH_KEY}  # by: has an Idempotency-Key
 
 # A report locks the review first: of two concurrent reports, the second waits, then sees it reported
 # and changes nothing, so the review leaves its product's summary exactly once.
@@ -129,19 +159,15 @@ async def list_reviews(pool: asyncpg.Pool, query: ReviewsQuery) -> list[Json]:
     args: list[Any] = [query.product_id, query.count, offset]
     if query.ratings:
         args.append(list(query.ratings))
-    async with pool.acquire() as conn:
-        rows = await conn.fetch(statement, *args)
-        photos = await _photos(conn, [row["id"] for row in rows])
-    return [_review(row, photos[row["id"]]) for row in rows]
+    rows = await pool.fetch(statement, *args)
+    return [_review(row) for row in rows]
 
 
 async def get_review(pool: asyncpg.Pool, review_id: int) -> Json:
-    async with pool.acquire() as conn:
-        row = await conn.fetchrow(GET_REVIEW, review_id)
-        if row is None:
-            raise ReviewNotFound(review_id)
-        photos = await _photos(conn, [review_id])
-    return _review(row, photos[review_id])
+    row = await pool.fetchrow(GET_REVIEW, review_id)
+    if row is None:
+        raise ReviewNotFound(review_id)
+    return _review(row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,36 +180,43 @@ class Created:
 async def create_review(
     pool: asyncpg.Pool, draft: ReviewDraft, date: datetime, key: idempotency.Claim | None = None
 ) -> Created:
-    """Store a review, its photos and its characteristic ratings in one transaction; return its id.
+    """Store a review, its photos and its characteristic ratings in one transaction, then notify every
+    replica of the change (changes.notify); return its id.
 
-    With an Idempotency-Key, the key is claimed and recorded in the same transaction, and a key that
-    already created a review with this body gives that review back instead (see idempotency.py).
+    With an Idempotency-Key, the key is claimed and recorded with the review in the same statement, and
+    a key that already created a review with this body gives that review back instead (idempotency.py).
     Raises InvalidInput listing every broken rule, those of the body and those the database decides.
     """
     if draft.product_id is None:  # nothing to look up: report the body's errors without a round trip
         draft.complete(product_known=False, product_characteristic_ids=())
     async with pool.acquire() as conn:
-        if key is None:  # two round trips: the product's rules, then the one statement that stores
-            return await _store(conn, draft, date)
-        async with conn.transaction():
-            if (earlier := await idempotency.claim(conn, key)) is not None:
-                return Created(earlier, None, replayed=True)
+        if key is None:  # one statement checks the product's rules and stores
             created = await _store(conn, draft, date)
-            await idempotency.record(conn, key, created.review_id)
-            return created
+        else:
+            try:
+                created = await _store(conn, draft, date, key)
+            except asyncpg.UniqueViolationError as error:
+                if error.constraint_name != idempotency.TAKEN_MEANWHILE:
+                    raise
+                raise idempotency.RequestInProgress() from None  # rolled back: the retry is replayed
+        if created.product_id is not None:
+            await changes.notify(conn, created.product_id)
+        return created
 
 
-async def _store(conn: asyncpg.Connection, draft: ReviewDraft, date: datetime) -> Created:
-    known = await conn.fetchrow(KNOWN_PRODUCT, draft.product_id)
-    review = draft.complete(
-        product_known=known["has_reviews"] or bool(known["characteristic_ids"]),
-        product_characteristic_ids=frozenset(known["characteristic_ids"]),
-    )
+async def _store(
+    conn: asyncpg.Connection, draft: ReviewDraft, date: datetime, key: idempotency.Claim | None = None
+) -> Created:
+    review = draft.review
+    if review is None:  # the body's own errors, and the product's rules if it names a product
+        await _facts_and_errors(conn, draft)
+    assert review is not None
     characteristic_ids, values = (
         zip(*review.characteristics, strict=True) if review.characteristics else ((), ())
     )
-    review_id: int = await conn.fetchval(
-        STORE_REVIEW,
+    keyed = () if key is None else (key.key, key.request_hash, idempotency.KEY_RETENTION)
+    stored = await conn.fetchrow(
+        _store_statement[key is not None],
         review.product_id,
         review.rating,
         date,
@@ -195,37 +228,53 @@ async def _store(conn: asyncpg.Connection, draft: ReviewDraft, date: datetime) -
         review.photos,
         characteristic_ids,
         values,
+        *keyed,
     )
-    return Created(review_id, review.product_id)
+    if key is not None:
+        earlier = idempotency.earlier_review(
+            key, stored["claimed"], stored["earlier_hash"], stored["earlier_id"]
+        )
+        if earlier is not None:
+            return Created(earlier, None, replayed=True)
+    # The same rules in Python name every broken one; the statement stored nothing when one is broken.
+    draft.complete(
+        product_known=stored["has_reviews"] or bool(stored["characteristic_ids"]),
+        product_characteristic_ids=frozenset(stored["characteristic_ids"]),
+    )
+    if stored["review_id"] is None:
+        raise RuntimeError("STORE_REVIEW stored nothing for a review that breaks no rule")
+    return Created(stored["review_id"], review.product_id)
+
+
+async def _facts_and_errors(conn: asyncpg.Connection, draft: ReviewDraft) -> None:
+    """A body with errors of its own: raise InvalidInput naming them with the product's (if known)."""
+    known = await conn.fetchrow(KNOWN_PRODUCT, draft.product_id) if draft.product_id is not None else None
+    draft.complete(
+        product_known=bool(known and (known["has_reviews"] or known["characteristic_ids"])),
+        product_characteristic_ids=frozenset(known["characteristic_ids"]) if known else (),
+    )
 
 
 async def report(pool: asyncpg.Pool, review_id: int) -> int | None:
     """Hide the review and take it out of its product's summary, in one transaction; returns its
     product, or None when it was reported already (nothing changes). Raises ReviewNotFound when there
     is no such review."""
-    async with pool.acquire() as conn, conn.transaction():
-        review = await conn.fetchrow(LOCK_REVIEW, review_id)
-        if review is None:
-            raise ReviewNotFound(review_id)
-        if review["reported"]:
-            return None
-        await conn.execute(REPORT, review_id)
-        await summaries.remove_review(
-            conn, review_id, review["product_id"], review["rating"], review["recommend"]
-        )
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            review = await conn.fetchrow(LOCK_REVIEW, review_id)
+            if review is None:
+                raise ReviewNotFound(review_id)
+            if review["reported"]:
+                return None
+            await conn.execute(REPORT, review_id)
+            await summaries.remove_review(
+                conn, review_id, review["product_id"], review["rating"], review["recommend"]
+            )
         await changes.notify(conn, review["product_id"])
     return int(review["product_id"])
 
 
-async def _photos(conn: asyncpg.Connection, review_ids: Sequence[int]) -> dict[int, list[Json]]:
-    photos: dict[int, list[Json]] = defaultdict(list)
-    if review_ids:
-        for row in await conn.fetch(LIST_PHOTOS, review_ids):
-            photos[row["review_id"]].append({"id": row["id"], "url": row["url"]})
-    return photos
-
-
-def _review(row: asyncpg.Record, photos: list[Json]) -> Json:
+def _review(row: asyncpg.Record) -> Json:
     return {
         "review_id": row["id"],
         "rating": row["rating"],
@@ -236,7 +285,7 @@ def _review(row: asyncpg.Record, photos: list[Json]) -> Json:
         "date": _iso_date(row["date"]),
         "reviewer_name": row["reviewer_name"],
         "helpfulness": row["helpfulness"],
-        "photos": photos,
+        "photos": [{"id": photo_id, "url": url} for photo_id, url in row["photos"]],
     }
 
 

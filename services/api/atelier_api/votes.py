@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import asyncpg
 
+from atelier_api import changes
 from atelier_api.errors import ReviewNotFound
 
 VOTE_RETENTION = timedelta(hours=24)
@@ -21,10 +22,9 @@ VOTE_RETENTION = timedelta(hours=24)
 # `vote` records nothing for an unknown review, nor for a request id recorded for it within the
 # retention (a concurrent insert of the same id waits for the first one's transaction, then conflicts
 # or not); an expired record is renewed, as if absent. `counted` adds one only for a vote just recorded,
-# saturating at the column's maximum, and `notified` tells every replica's cache of it when it commits
-# (a CTE that is not DML runs only when read, hence the count of it below). `expired` keeps the table
-# bounded: up to two other votes past the retention go with each vote, skipping any that another
-# transaction holds, so votes never wait on each other for it.
+# saturating at the column's maximum (every replica's cache hears of it after the commit, from
+# changes.notify). `expired` keeps the table bounded: up to two other votes past the retention go with
+# each vote, skipping any that another transaction holds, so votes never wait on each other for it.
 MARK_HELPFUL = """
     WITH review AS (
         SELECT id FROM reviews WHERE id = $1
@@ -38,8 +38,6 @@ MARK_HELPFUL = """
         UPDATE reviews SET helpfulness = helpfulness + (helpfulness < 2147483647)::int
         WHERE id IN (SELECT review_id FROM vote)
         RETURNING product_id
-    ), notified AS (
-        SELECT pg_notify('atelier_changes', product_id::text) FROM counted
     ), expired AS (
         DELETE FROM helpful_votes
         WHERE (request_id, review_id) IN (
@@ -52,8 +50,7 @@ MARK_HELPFUL = """
     )
     SELECT
         EXISTS (SELECT FROM review) AS found,
-        (SELECT product_id FROM counted) AS counted_for,
-        (SELECT count(*) FROM notified) AS notified
+        (SELECT product_id FROM counted) AS counted_for
 """
 
 
@@ -63,8 +60,11 @@ async def mark_helpful(pool: asyncpg.Pool, review_id: int, request_id: str) -> i
 
     Raises ReviewNotFound (and records nothing) when there is no such review.
     """
-    outcome = await pool.fetchrow(MARK_HELPFUL, review_id, request_id, VOTE_RETENTION)
-    if not outcome["found"]:
-        raise ReviewNotFound(review_id)
-    counted_for: int | None = outcome["counted_for"]
+    async with pool.acquire() as conn:
+        outcome = await conn.fetchrow(MARK_HELPFUL, review_id, request_id, VOTE_RETENTION)
+        if not outcome["found"]:
+            raise ReviewNotFound(review_id)
+        counted_for: int | None = outcome["counted_for"]
+        if counted_for is not None:
+            await changes.notify(conn, counted_for, summary=False)  # a vote moves no summary
     return counted_for
