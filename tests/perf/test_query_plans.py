@@ -102,50 +102,19 @@ def _cases() -> dict[str, tuple[str, Args]]:
         add(reviews, "LIST_REVIEWS", list_args, key)
     add(reviews, "GET_REVIEW", lambda s: [(s.review_ids[0],), (s.photo_review_ids[0],), (s.missing_review,)])
     add(reviews, "KNOWN_PRODUCT", lambda s: [(s.many,), (s.few,), (s.unknown,)])
+
     # The writes are planned with plain EXPLAIN, which does not execute them.
-    add(
-        reviews,
-        "STORE_REVIEW",
-        lambda s: [
-            (
-                s.many,
-                5,
-                at,
-                "s",
-                "b" * 50,
-                True,
-                "n",
-                "n@example.com",
-                ["https://example.com/1.jpg"],
-                [s.characteristic_id],
-                [3],
-            ),
+    def new_reviews(s: Sample) -> list[tuple[Any, ...]]:
+        photo, rating = ["https://example.com/1.jpg"], ([s.characteristic_id], [3])
+        return [
+            (s.many, 5, at, "s", "b" * 50, True, "n", "n@example.com", photo, *rating),
             (s.unknown, 1, at, "s", "b" * 50, False, "n", "n@example.com", [], [], []),
-        ],  # fmt: skip
-    )
+        ]
+
+    add(reviews, "STORE_REVIEW", new_reviews)
     # STORE_REVIEW_WITH_KEY holds the key's claim and lookup, and the keys' expiry delete (`expired`).
-    add(
-        reviews,
-        "STORE_REVIEW_WITH_KEY",
-        lambda s: [
-            (
-                s.many,
-                5,
-                at,
-                "s",
-                "b" * 50,
-                True,
-                "n",
-                "n@example.com",
-                [],
-                [s.characteristic_id],
-                [3],
-                "key-1",
-                b"\x00" * 32,
-                idempotency.KEY_RETENTION,
-            ),
-        ],  # fmt: skip
-    )
+    key = ("key-1", b"\x00" * 32, idempotency.KEY_RETENTION)
+    add(reviews, "STORE_REVIEW_WITH_KEY", lambda s: [(*review, *key) for review in new_reviews(s)])
     add(reviews, "LOCK_REVIEW", lambda s: [(s.review_ids[0],), (s.missing_review,)])
     add(reviews, "REPORT", lambda s: [(s.review_ids[0],), (s.missing_review,)])
     add(summaries, "PRODUCT_SUMMARIES", lambda s: [([s.many],), ([s.few],), ([s.unknown],), (s.hundred,)])
