@@ -94,6 +94,9 @@ def test_the_etl_completed_and_three_replicas_serve(compose):
     stdout, _ = compose.get_logs("etl")
     assert "rejects report" in stdout and "total" in stdout
     assert len(api_containers(compose)) == REPLICAS
+    # `up --wait` returned only once nginx's own healthcheck (an API answer through it) passed.
+    nginx = next(c for c in compose.get_containers() if c.Service == "nginx")
+    assert (nginx.State, nginx.Health) == ("running", "healthy")
 
 
 def wait_until_locust_reaches_nginx(compose, seconds: float = 30) -> None:
@@ -101,9 +104,11 @@ def wait_until_locust_reaches_nginx(compose, seconds: float = 30) -> None:
     probe = "import urllib.request; urllib.request.urlopen('http://nginx:8080/healthz', timeout=2)"
     deadline = time.monotonic() + seconds
     while True:
-        _, stderr, code = compose.exec_in_container(["python", "-c", probe], service_name="locust")
-        if code == 0:
+        try:  # testcontainers raises on a non-zero exit rather than returning its code
+            compose.exec_in_container(["python", "-c", probe], service_name="locust")
             return
+        except subprocess.CalledProcessError as failed:
+            stderr = (failed.stderr or b"").decode(errors="replace")
         if time.monotonic() > deadline:
             raise AssertionError(f"locust cannot reach nginx:8080 after {seconds:.0f} s: {stderr[-500:]}")
         time.sleep(0.5)
