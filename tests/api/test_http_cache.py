@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 import asyncpg
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
+from yarl import URL
 
-from atelier_api import changes
+from atelier_api import changes, reviews, validation
 from atelier_api.app import create_app
 from atelier_api.cache import ENTRY_OVERHEAD, SUMMARY, ResponseCache
 from atelier_api.config import Config
@@ -108,6 +111,66 @@ async def test_cached_reads_say_so_and_clients_may_reuse_them_briefly(product, m
     assert await first.read() == await second.read()
     assert first.headers["ETag"] == second.headers["ETag"]
     assert second.headers["Cache-Control"] == "public, max-age=7"
+
+
+@pytest.fixture
+async def long_product(db: asyncpg.Connection) -> int:
+    """Product 7 with 130 reviews (more than http_cache.REVIEWS_WINDOW), varied in every sort key, a
+    third with photos and a few reported; product 8 with 6."""
+    rows = [
+        (7 if n <= 130 else 8, 1 + n % 5, NOW - timedelta(days=n % 17, minutes=n), n % 7, n % 23 == 0)
+        for n in range(1, 137)
+    ]
+    await db.executemany(
+        "INSERT INTO reviews (product_id, rating, date, helpfulness, reported, summary, body, recommend,"
+        " reviewer_name, reviewer_email) VALUES ($1, $2, $3, $4, $5, 'Summary', 'A body long enough',"
+        " true, 'name', 'e@example.com')",
+        rows,
+    )
+    review_ids = [row["id"] for row in await db.fetch("SELECT id FROM reviews ORDER BY id")]
+    await db.executemany(
+        "INSERT INTO reviews_photos (review_id, url) VALUES ($1, $2)",
+        [(review_id, f"https://images.example/{review_id}.jpg") for review_id in review_ids[::3]],
+    )
+    return 7
+
+
+PAGES = [(1, 5), (2, 5), (1, 20), (4, 20), (1, 100), (2, 50), (3, 33), (20, 5), (21, 5), (1, 101), (30, 5)]
+FILTERS = ["", "&rating=4", "&rating=2,5", "&with_photos=true", "&rating=1&with_photos=true"]
+
+
+async def test_pages_cut_from_the_cached_first_reviews_equal_pages_read_as_asked(
+    long_product, make_client, db
+) -> None:
+    """Byte for byte, for every sort, filter and page size, inside the window and across its edge."""
+    client = await make_client()
+    for product_id in (long_product, 8):
+        for sort in ("relevant", "newest", "helpful"):
+            for filters in FILTERS:
+                for page, count in PAGES:
+                    path = f"/reviews?product_id={product_id}&sort={sort}&page={page}&count={count}{filters}"
+                    query = validation.reviews_query(URL(path).query, 1000)
+                    expected = orjson.dumps(
+                        {
+                            "product": str(product_id),
+                            "page": page - 1,
+                            "count": count,
+                            "results": await reviews.list_reviews(db, query),
+                        }
+                    )
+                    response = await client.get(path)
+                    assert (response.status, await response.read()) == (200, expected), path
+
+
+async def test_every_page_size_within_the_window_shares_one_read(long_product, make_client) -> None:
+    client = await make_client()
+    seen = []
+    for page, count in [(1, 5), (1, 20), (2, 5), (1, 100), (20, 5), (1, 101), (1, 101), (21, 5)]:
+        response = await client.get(f"/reviews?product_id=7&sort=newest&page={page}&count={count}")
+        seen.append(response.headers["X-Cache"])
+    assert seen == ["miss", "hit", "hit", "hit", "hit", "miss", "hit", "miss"]
+    other_order = await client.get("/reviews?product_id=7&sort=helpful&count=5")
+    assert other_order.headers["X-Cache"] == "miss"
 
 
 async def test_errors_have_no_validator(product, make_client) -> None:

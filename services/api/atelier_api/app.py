@@ -66,7 +66,10 @@ async def database_pool(app: web.Application) -> AsyncIterator[None]:
             max_size=config.db_pool_max_size,
             command_timeout=config.db_command_timeout,
             timeout=config.db_command_timeout,  # for opening each connection
-            server_settings={"application_name": "atelier-api"},
+            # jit off: every statement is a sub-millisecond index read or write, which JIT compilation
+            # (on by default since PostgreSQL 12) could only slow down, by tens of milliseconds when
+            # the planner misjudges a table (atelier.conf sets it too, for the compose server).
+            server_settings={"application_name": "atelier-api", "jit": "off"},
         )
     except DATABASE_UNAVAILABLE as error:
         where = _database_location(config.database_url)

@@ -41,6 +41,9 @@ class Entry:
     body: bytes
     etag: str
     expires: float = 0.0
+    # For a body that is a list of JSON values joined by commas: where each value starts, and one past
+    # the end (len(body) + 1), so that values a..b-1 are body[starts[a] : starts[b] - 1].
+    starts: tuple[int, ...] = ()
 
 
 @dataclass
@@ -96,10 +99,12 @@ class ResponseCache:
         """Take before reading the database; hand to `put` with what was read."""
         return self._sequence
 
-    def put(self, product_id: int, variant: Hashable, body: bytes, token: int) -> Entry:
+    def put(
+        self, product_id: int, variant: Hashable, body: bytes, token: int, starts: tuple[int, ...] = ()
+    ) -> Entry:
         """The entry for this body; stored only when the cache is live and nothing invalidated the
         product since `token` was taken."""
-        entry = Entry(body, etag_of(body), self.clock() + self.ttl)
+        entry = Entry(body, etag_of(body), self.clock() + self.ttl, starts)
         size = len(body) + ENTRY_OVERHEAD
         if (
             not self.live

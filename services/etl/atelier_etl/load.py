@@ -169,6 +169,8 @@ async def _stage_and_switch(
     finally:
         with contextlib.suppress(Exception):
             await helper.close(timeout=CONNECT_TIMEOUT)
+    _step(progress, "analyzing the summaries")
+    await staging.analyze_summaries(conn)
     _step(progress, "switching the loaded tables in")
     await staging.switch(conn)
     return tuple(stream.summary(report) for stream in streams.values())

@@ -94,6 +94,7 @@ RENAME_TO_RAW = {table: f"ALTER TABLE {SCHEMA}.{table} RENAME TO raw_{table}" fo
 RENAME_FROM_RAW = {table: f"ALTER TABLE {SCHEMA}.raw_{table} RENAME TO {table}" for table in TABLES}
 TRUNCATE_RAW = {table: f"TRUNCATE {SCHEMA}.raw_{table}" for table in TABLES}
 ANALYZE_RAW = {table: f"ANALYZE {SCHEMA}.raw_{table}" for table in TABLES}
+ANALYZE_SUMMARIES = f"ANALYZE {', '.join(f'{SCHEMA}.{table}' for table in summaries.TABLES)}"
 DUPLICATE_IDS = {
     table: f"SELECT id, count(*) AS copies FROM {SCHEMA}.{table} GROUP BY id HAVING count(*) > 1"
     for table in TABLES
@@ -291,6 +292,13 @@ async def build_summaries(conn: asyncpg.Connection) -> None:
     """The per-product summaries of the kept rows, before the keys and indexes (a GROUP BY needs none)."""
     await conn.execute(USE_SCHEMA)
     await summaries.build(conn)
+
+
+async def analyze_summaries(conn: asyncpg.Connection) -> None:
+    """Statistics for the summary tables as finally built (the export tables have theirs from their
+    COPY). Without them the planner guesses thousands of rows per product, and on a server with JIT on
+    (PostgreSQL's default) a batch of summaries compiled for 120 ms instead of running in 2 ms."""
+    await conn.execute(ANALYZE_SUMMARIES)
 
 
 async def build_keys(conn: asyncpg.Connection) -> None:
