@@ -83,11 +83,13 @@ async def reviews_page(app: web.Application, query: ReviewsQuery) -> tuple[Entry
 
     A page within the first REVIEWS_WINDOW reviews of its order is cut from one cached entry per order
     (the product, sort and filters): every page size a storefront asks for shares one database read and
-    is dropped by one invalidation. A page beyond the window is read and cached as asked."""
-    start = (query.page - 1) * query.count
-    if start + query.count > REVIEWS_WINDOW:
-        return await _reviews_page_as_asked(app, query)
+    is dropped by one invalidation. A page beyond the window is read and cached as asked, and so is
+    every page while the cache cannot keep anything (off, or its listener away): reading a whole window
+    for one page pays only when the window is kept."""
     cache = app[CACHE_KEY]
+    start = (query.page - 1) * query.count
+    if start + query.count > REVIEWS_WINDOW or not (cache.enabled and cache.live):
+        return await _reviews_page_as_asked(app, query)
     order = (query.sort, query.ratings, query.with_photos)
     window = cache.get(query.product_id, order)
     hit = window is not None
