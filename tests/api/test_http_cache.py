@@ -9,6 +9,7 @@ rules (TTL, byte budget, the overlap token) are checked directly with a clock th
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
@@ -20,11 +21,12 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 from yarl import URL
 
-from atelier_api import changes, reviews, validation
+from atelier_api import changes, http_cache, reviews, validation
 from atelier_api.app import create_app
 from atelier_api.cache import ENTRY_OVERHEAD, SUMMARY, ResponseCache
 from atelier_api.config import Config
 from atelier_api.keys import CACHE_KEY, CONFIG_KEY
+from atelier_api.validation import ReviewsQuery, Sort
 from atelier_etl import staging
 from tests.api import factories
 from tests.api.conftest import NOW
@@ -367,6 +369,28 @@ def live_cache(max_bytes: int = 64_000, ttl: float = 10.0) -> tuple[ResponseCach
     cache = ResponseCache(max_bytes=max_bytes, ttl=ttl, clock=clock)
     cache.live = True
     return cache, clock
+
+
+def test_the_garbage_collector_does_not_walk_the_cache() -> None:
+    """CPython's full collections stop the event loop for as long as they walk what they track: what the
+    cache keeps must be untracked after one collection, however many answers it holds."""
+    cache = ResponseCache(max_bytes=64 * 1024 * 1024, ttl=60, clock=lambda: 0.0)
+    cache.live = True
+    gc.collect()
+    before = len(gc.get_objects())
+    for product_id in range(5_000):
+        # The keys GET /reviews and /reviews/meta use (http_cache.py).
+        first = ReviewsQuery(product_id, 1, 5, Sort.NEWEST)
+        beyond = ReviewsQuery(product_id, 2, 100, Sort.HELPFUL, (4, 5), True)
+        cache.put(product_id, SUMMARY, b'{"product_id":"1"}', cache.token())
+        cache.put(product_id, http_cache.window_variant(first), b"[1],[2]", cache.token(), (0, 4, 8))
+        cache.put(product_id, http_cache.page_variant(beyond), b"{}", cache.token())
+        assert cache.get(product_id, SUMMARY) is not None
+    cache.invalidate(7)
+    cache.invalidate(8, summary=False)
+    gc.collect()
+    assert len(cache) == 15_000 - 3 - 2
+    assert len(gc.get_objects()) - before < 100
 
 
 def test_an_entry_expires_after_the_ttl() -> None:

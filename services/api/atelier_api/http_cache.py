@@ -90,7 +90,7 @@ async def reviews_page(app: web.Application, query: ReviewsQuery) -> tuple[Entry
     start = (query.page - 1) * query.count
     if start + query.count > REVIEWS_WINDOW or not (cache.enabled and cache.live):
         return await _reviews_page_as_asked(app, query)
-    order = (query.sort, query.ratings, query.with_photos)
+    order = window_variant(query)
     window = cache.get(query.product_id, order)
     hit = window is not None
     if window is None:
@@ -107,13 +107,25 @@ async def reviews_page(app: web.Application, query: ReviewsQuery) -> tuple[Entry
 
 async def _reviews_page_as_asked(app: web.Application, query: ReviewsQuery) -> tuple[Entry, bool]:
     cache = app[CACHE_KEY]
-    entry = cache.get(query.product_id, query)
+    variant = page_variant(query)
+    entry = cache.get(query.product_id, variant)
     if entry is not None:
         return entry, True
     token = cache.token()
     results = await reviews.list_reviews(app[POOL_KEY], query)
     body = _page_body(query, b",".join(orjson.dumps(review) for review in results))
-    return cache.put(query.product_id, query, body, token), False
+    return cache.put(query.product_id, variant, body, token), False
+
+
+# The cache keys of GET /reviews: plain values only, which the garbage collector stops tracking (cache.py).
+def window_variant(query: ReviewsQuery) -> tuple[str, tuple[int, ...], bool]:
+    """The key of an order's first REVIEWS_WINDOW reviews (the product is the cache's own key)."""
+    return (query.sort.value, query.ratings, query.with_photos)
+
+
+def page_variant(query: ReviewsQuery) -> tuple[str, tuple[int, ...], bool, int, int]:
+    """The key of a page beyond the window, cached as asked."""
+    return (query.sort.value, query.ratings, query.with_photos, query.page, query.count)
 
 
 def _page_body(query: ReviewsQuery, results: bytes) -> bytes:
