@@ -86,6 +86,11 @@ class ResponseCache:
         return self.max_bytes > 0
 
     @property
+    def keeping(self) -> bool:
+        """Whether `put` may store now: the cache is on and its listener connected."""
+        return self.enabled and self.live
+
+    @property
     def size_bytes(self) -> int:
         return self._bytes
 
@@ -119,7 +124,7 @@ class ResponseCache:
         entry = Entry(body, etag_of(body), self.clock() + self.ttl, starts)
         size = len(body) + ENTRY_OVERHEAD
         if (
-            not self.live
+            not self.keeping
             or size > self.max_bytes // 64
             or token < self._flushed_at
             or token < self._invalidated_at.get(product_id, 0)

@@ -88,7 +88,7 @@ async def reviews_page(app: web.Application, query: ReviewsQuery) -> tuple[Entry
     for one page pays only when the window is kept."""
     cache = app[CACHE_KEY]
     start = (query.page - 1) * query.count
-    if start + query.count > REVIEWS_WINDOW or not (cache.enabled and cache.live):
+    if start + query.count > REVIEWS_WINDOW or not cache.keeping:
         return await _reviews_page_as_asked(app, query)
     order = window_variant(query)
     window = cache.get(query.product_id, order)
