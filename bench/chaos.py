@@ -694,6 +694,14 @@ async def run(args: argparse.Namespace, running: Stack, base: str, db_url: str) 
     }
 
 
+def save_results(folder: Path, name: str, result: dict[str, Any]) -> Path:
+    """Write a benchmark's result as JSON into `folder` (bench/results by default); returns the file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / name
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return out
+
+
 def print_verdicts(targets: dict[str, bool]) -> None:
     """Each target of a benchmark, PASS or FAIL, as every script in bench/ ends its report."""
     for name, ok in targets.items():

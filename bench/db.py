@@ -790,10 +790,7 @@ def main() -> None:
         raise SystemExit(130) from None
 
     print_report(result)
-    args.results.mkdir(parents=True, exist_ok=True)
-    out = args.results / "db.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n  written to {out}")
+    print(f"\n  written to {chaos.save_results(args.results, 'db.json', result)}")
 
 
 if __name__ == "__main__":

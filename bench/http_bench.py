@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import random
@@ -450,9 +449,7 @@ def main() -> None:
         raise SystemExit(1) from None
 
     print_report(result)
-    args.results.mkdir(parents=True, exist_ok=True)
-    out = args.results / "http.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = chaos.save_results(args.results, "http.json", result)
     latency_chart(result, args.chart)
     print(f"\n  written to {out} and {args.chart}")
 

@@ -424,10 +424,8 @@ def main() -> None:
         "idempotency_keys": args.keys,
     } | result
     print_report(result)
-    args.results.mkdir(parents=True, exist_ok=True)
-    out = args.results / ("writes.json" if args.keys == "each" else "writes-no-keys.json")
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n  written to {out}")
+    name = "writes.json" if args.keys == "each" else "writes-no-keys.json"
+    print(f"\n  written to {chaos.save_results(args.results, name, result)}")
     raise SystemExit(0 if all(result["targets"].values()) else 1)
 
 
