@@ -175,6 +175,31 @@ async def test_every_page_size_within_the_window_shares_one_read(long_product, m
     assert other_order.headers["X-Cache"] == "miss"
 
 
+async def test_a_page_cut_from_the_window_has_a_validator_of_its_own_bytes(long_product, make_client) -> None:
+    """A page's ETag is derived from its window's: one URL and ETag are one body, on any replica, hit
+    or miss; pages of one window differ; a write that changes the window changes each page's ETag."""
+    a, b = await make_client(replica_name="a"), await make_client(replica_name="b")
+    paths = [
+        f"/reviews?product_id={long_product}&sort=newest&page={page}&count={count}{filters}"
+        for page, count in [(1, 5), (2, 5), (1, 20), (1, 100)]
+        for filters in ("", "&rating=4")
+    ]
+    bodies: dict[tuple[str, str], set[bytes]] = {}
+    for client in (a, b, a):  # a's second pass is served from its cache
+        for path in paths:
+            response = await client.get(path)
+            bodies.setdefault((path, response.headers["ETag"]), set()).add(await response.read())
+    assert all(len(seen) == 1 for seen in bodies.values()), bodies.keys()
+    assert len(bodies) == len(paths)  # the same ETag on both replicas, hit or miss
+    assert len({etag for _, etag in bodies}) == len(paths)
+
+    posted = await a.post("/reviews", json=factories.review_body(long_product, rating=4))
+    assert posted.status == 201
+    for (path, etag), (before,) in bodies.items():
+        after = await a.get(path, headers={"If-None-Match": etag})
+        assert after.status == 200 and await after.read() != before, path
+
+
 async def test_errors_have_no_validator(product, make_client) -> None:
     client = await make_client()
     response = await client.get("/reviews?product_id=hello")

@@ -27,6 +27,7 @@ import hashlib
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 # The variant of a product's summary (GET /reviews/meta); its pages of reviews are keyed by their query.
 SUMMARY = "summary"
@@ -42,8 +43,10 @@ def etag_of(body: bytes) -> str:
     return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
+    """One cached answer. A named tuple: made on every hit, and a frozen dataclass's __init__ costs
+    several times a tuple's."""
+
     body: bytes
     etag: str
     expires: float = 0.0
@@ -52,7 +55,8 @@ class Entry:
     starts: tuple[int, ...] = ()
 
 
-# How an entry is kept: Entry's fields as a plain tuple (see the module's docstring).
+# How an entry is kept: Entry's fields as a plain tuple, not the named tuple (see the module's docstring:
+# the collector untracks exact tuples only).
 _Stored = tuple[bytes, str, float, tuple[int, ...]]
 
 

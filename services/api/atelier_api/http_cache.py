@@ -101,8 +101,9 @@ async def reviews_page(app: web.Application, query: ReviewsQuery) -> tuple[Entry
         window = cache.put(query.product_id, order, b",".join(parts), token, starts)
     stop = min(start + query.count, len(window.starts) - 1)
     results = window.body[window.starts[start] : window.starts[stop] - 1] if start < stop else b""
-    body = _page_body(query, results)
-    return Entry(body, etag_of(body)), hit
+    # The page's bytes follow from its URL (product, page, count, order) and the window's bytes, so the
+    # window's validator with the page's place in it is the page's (no hash of the page per request).
+    return Entry(_page_body(query, results), f'{window.etag[:-1]}-{query.page}-{query.count}"'), hit
 
 
 async def _reviews_page_as_asked(app: web.Application, query: ReviewsQuery) -> tuple[Entry, bool]:

@@ -39,9 +39,14 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.in_flight = Gauge(
+        # A plain count, read at scrape time: a Gauge's inc/dec take a lock each, per request.
+        self.in_flight = 0
+        Gauge(
             "atelier_http_requests_in_flight", "Requests being handled now.", registry=self.registry
-        )
+        ).set_function(lambda: self.in_flight)
+        # Each (method, route, status)'s counter and (method, route)'s histogram, looked up once:
+        # prometheus_client's labels() validates and locks on every call.
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.pool_acquire_wait = Histogram(
             "atelier_db_pool_acquire_wait_seconds",
             "Time spent waiting for a database connection from the pool.",
@@ -51,6 +56,18 @@ class Metrics:
         self.registry.register(PoolCollector(pool))
         self.registry.register(CacheCollector(cache))
         ProcessCollector(registry=self.registry)  # CPU, memory, open files of this process
+
+    def request_done(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one answered request and its latency (labels bounded by the caller: observability.py)."""
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def exposition(self, accept: str) -> tuple[bytes, str]:
         """The registry in the format the scraper's Accept header asks for, and its content type."""

@@ -30,10 +30,11 @@ CLIENT_CLOSED = 499
 def request_id(request: web.Request) -> str:
     """The request's id, the same for its whole life: the client's X-Request-Id when it is a plain
     token, else a new one."""
-    if REQUEST_ID_KEY not in request:
+    rid = request.get(REQUEST_ID_KEY)
+    if rid is None:
         given = request.headers.get("X-Request-Id", "")
-        request[REQUEST_ID_KEY] = given if PLAIN_TOKEN.fullmatch(given) else uuid.uuid4().hex
-    return request[REQUEST_ID_KEY]
+        rid = request[REQUEST_ID_KEY] = given if PLAIN_TOKEN.fullmatch(given) else uuid.uuid4().hex
+    return rid
 
 
 def route_label(request: web.Request) -> str:
@@ -48,7 +49,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     metrics = request.app[METRICS_KEY]
     status = 500
     start = time.perf_counter()
-    metrics.in_flight.inc()
+    metrics.in_flight += 1
     try:
         response = await handler(request)
         status = response.status
@@ -61,26 +62,25 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
     finally:
         elapsed = time.perf_counter() - start
-        metrics.in_flight.dec()
+        metrics.in_flight -= 1
         route = route_label(request)
-        method = request.method if request.method in METHODS else "other"
-        metrics.requests.labels(method, route, str(status)).inc()
-        metrics.latency.labels(method, route).observe(elapsed)
-        access_log.info(
-            "%s %s %d",
-            request.method,
-            request.path,
-            status,
-            extra={
-                "request_id": rid,
-                "method": request.method,
-                "route": route,
-                "path": request.path,
-                "status": status,
-                "duration_ms": round(elapsed * 1000, 3),
-                "replica": request.app[CONFIG_KEY].replica_name,
-            },
-        )
+        metrics.request_done(request.method if request.method in METHODS else "other", route, status, elapsed)
+        if access_log.isEnabledFor(logging.INFO):  # (the line's fields cost more than the check)
+            access_log.info(
+                "%s %s %d",
+                request.method,
+                request.path,
+                status,
+                extra={
+                    "request_id": rid,
+                    "method": request.method,
+                    "route": route,
+                    "path": request.path,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "replica": request.app[CONFIG_KEY].replica_name,
+                },
+            )
 
 
 async def send_request_id(request: web.Request, response: web.StreamResponse) -> None:
