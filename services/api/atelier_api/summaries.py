@@ -24,28 +24,28 @@ Json = dict[str, Any]
 # characteristics of a product share one (the export has such products) the lowest id wins. The mean is
 # round(rating_sum::numeric / rating_count, 16): avg() of a smallint is that very numeric division, so the
 # string is exactly round(avg(value), 16)::text, 16 decimals whatever the mean (avg() alone prints 20 when
-# it is a whole number). Each list is ordered by characteristic id so the JSON comes out the same each time.
+# it is a whole number). The characteristics come as one array of (name, id, mean) records ordered by id,
+# so the JSON comes out the same each time: one sort per product, where an array_agg per column sorted
+# once each.
 PRODUCT_SUMMARIES = """
     SELECT
         asked.product_id, s.ratings, s.recommended, s.not_recommended,
-        c.names, c.ids, c.means
+        ARRAY(
+            SELECT ROW(
+                named.name,
+                named.characteristic_id,
+                round(named.rating_sum::numeric / nullif(named.rating_count, 0), 16)::text
+            )
+            FROM (
+                SELECT DISTINCT ON (cs.name) cs.name, cs.characteristic_id, cs.rating_sum, cs.rating_count
+                FROM characteristic_summaries AS cs
+                WHERE cs.product_id = asked.product_id
+                ORDER BY cs.name, cs.characteristic_id
+            ) AS named
+            ORDER BY named.characteristic_id
+        ) AS characteristics
     FROM unnest($1::int[]) AS asked (product_id)
     LEFT JOIN product_summaries AS s ON s.product_id = asked.product_id
-    LEFT JOIN LATERAL (
-        SELECT
-            array_agg(named.name ORDER BY named.characteristic_id) AS names,
-            array_agg(named.characteristic_id ORDER BY named.characteristic_id) AS ids,
-            array_agg(
-                round(named.rating_sum::numeric / nullif(named.rating_count, 0), 16)::text
-                ORDER BY named.characteristic_id
-            ) AS means
-        FROM (
-            SELECT DISTINCT ON (cs.name) cs.name, cs.characteristic_id, cs.rating_sum, cs.rating_count
-            FROM characteristic_summaries AS cs
-            WHERE cs.product_id = asked.product_id
-            ORDER BY cs.name, cs.characteristic_id
-        ) AS named
-    ) AS c ON true
 """
 
 # A reported review leaves its product's counts. (A new review enters them in reviews.STORE_REVIEW, which
@@ -92,11 +92,10 @@ def _summary(product_id: int, row: asyncpg.Record | None) -> Json:
         }
         # Both keys whenever there is a review: a missing one made storefront widgets show "NaN%".
         summary["recommended"] = {"false": str(row["not_recommended"]), "true": str(row["recommended"])}
-    if row["names"] is not None:
-        summary["characteristics"] = {
-            name: {"id": characteristic_id, "value": value}
-            for name, characteristic_id, value in zip(row["names"], row["ids"], row["means"], strict=True)
-        }
+    summary["characteristics"] = {
+        name: {"id": characteristic_id, "value": value}
+        for name, characteristic_id, value in row["characteristics"]
+    }
     return summary
 
 
