@@ -47,7 +47,8 @@ import subprocess
 import sys
 import time
 from collections import Counter, deque
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -692,6 +693,21 @@ async def run(args: argparse.Namespace, running: Stack, base: str, db_url: str) 
         "ok": all(targets.values()),
         "samples": samples,
     }
+
+
+@contextmanager
+def ends_cleanly(say: Callable[[str], None], budget: float) -> Iterator[None]:
+    """Around a benchmark's whole run, outside the blocks that start things: Ctrl-C ends it with exit 130
+    and an overrun of its `budget` (seconds, asyncio.wait_for's TimeoutError) with exit 1, one line
+    each, once everything it started is stopped."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        say("interrupted; everything it started is stopped")
+        raise SystemExit(130) from None
+    except TimeoutError:
+        say(f"the run overran its {budget:.0f} s budget; stopped")
+        raise SystemExit(1) from None
 
 
 def save_results(folder: Path, name: str, result: dict[str, Any]) -> Path:

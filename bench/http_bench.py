@@ -443,24 +443,18 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stack.interrupt)
     measure_budget = 2 * len(args.steps) * (args.step_seconds + 20) + 2 * args.open_seconds + 120
     nginx = stack.nginx_binary()
-    try:
-        with (
-            stack.database(("BENCH_DATABASE_URL", "DATABASE_URL"), "bench-pg") as server_url,
-            stack.supervised() as processes,
-        ):
-            running, api_base, db_url = chaos.loaded_stack(
-                server_url, processes, nginx, DB_NAME, args.products, "bench", "atelier_api_bench"
-            )
-            env = os.environ | {"DATABASE_URL": db_url, "LOG_LEVEL": "WARNING"}
-            ports = [replica.port for replica in running.replicas]
-            measured = run(args, nginx, api_base, ports, processes, env)
-            result = asyncio.run(asyncio.wait_for(measured, measure_budget))
-    except KeyboardInterrupt:
-        log("interrupted; everything it started is stopped")
-        raise SystemExit(130) from None
-    except TimeoutError:
-        log(f"the measurements overran their {measure_budget:.0f} s budget; stopped")
-        raise SystemExit(1) from None
+    with (
+        chaos.ends_cleanly(log, measure_budget),
+        stack.database(("BENCH_DATABASE_URL", "DATABASE_URL"), "bench-pg") as server_url,
+        stack.supervised() as processes,
+    ):
+        running, api_base, db_url = chaos.loaded_stack(
+            server_url, processes, nginx, DB_NAME, args.products, "bench", "atelier_api_bench"
+        )
+        env = os.environ | {"DATABASE_URL": db_url, "LOG_LEVEL": "WARNING"}
+        ports = [replica.port for replica in running.replicas]
+        measured = run(args, nginx, api_base, ports, processes, env)
+        result = asyncio.run(asyncio.wait_for(measured, measure_budget))
 
     print_report(result)
     out = chaos.save_results(args.results, "http.json", result)

@@ -179,39 +179,33 @@ def main() -> None:
     signal.signal(signal.SIGINT, stack.interrupt)
     signal.signal(signal.SIGTERM, stack.interrupt)
     budget = 60 + 2 * args.rounds * (10 + args.requests / 500)  # a round at >= 500 req/s, or it is stopped
-    try:
-        with (
-            stack.database(("BENCH_DATABASE_URL", "DATABASE_URL"), "bench-pg") as server_url,
-            stack.supervised() as processes,
-            tempfile.TemporaryDirectory(prefix="atelier-bench-replica-") as scratch,
-        ):
-            db_url = asyncio.run(stack.fresh_database(server_url, DB_NAME))
-            env = os.environ | {"DATABASE_URL": db_url, "LOG_LEVEL": "WARNING"}
-            export = stack.DATA_DIR / f"bench-export-{args.products}"
-            stack.generate(export, args.products, env)
-            log(f"loading {args.products:,} products into {DB_NAME}")
-            stack.run([BIN / "atelier-load", "--data", export, "--no-progress"], env)
-            api_port = chaos.free_port()
-            replica_env = env | {"API_HOST": "127.0.0.1", "API_PORT": str(api_port), "REPLICA_NAME": "bench"}
-            processes.append(stack.start("api", [str(BIN / "atelier-api")], replica_env))
-            stack.wait_for_port(api_port, processes[-1][1], "api")
+    with (
+        chaos.ends_cleanly(log, budget),
+        stack.database(("BENCH_DATABASE_URL", "DATABASE_URL"), "bench-pg") as server_url,
+        stack.supervised() as processes,
+        tempfile.TemporaryDirectory(prefix="atelier-bench-replica-") as scratch,
+    ):
+        db_url = asyncio.run(stack.fresh_database(server_url, DB_NAME))
+        env = os.environ | {"DATABASE_URL": db_url, "LOG_LEVEL": "WARNING"}
+        export = stack.DATA_DIR / f"bench-export-{args.products}"
+        stack.generate(export, args.products, env)
+        log(f"loading {args.products:,} products into {DB_NAME}")
+        stack.run([BIN / "atelier-load", "--data", export, "--no-progress"], env)
+        api_port = chaos.free_port()
+        replica_env = env | {"API_HOST": "127.0.0.1", "API_PORT": str(api_port), "REPLICA_NAME": "bench"}
+        processes.append(stack.start("api", [str(BIN / "atelier-api")], replica_env))
+        stack.wait_for_port(api_port, processes[-1][1], "api")
 
-            async def bare_app(bodies: dict[str, str]) -> tuple[int, int]:
-                answers, port = Path(scratch) / "bodies.json", chaos.free_port()
-                answers.write_text(json.dumps(bodies))
-                command = [sys.executable, "-c", BARE_APP, str(answers), str(port)]
-                processes.append(stack.start("bare", command, env))
-                await asyncio.to_thread(stack.wait_for_port, port, processes[-1][1], "bare")
-                return port, processes[-1][1].pid
+        async def bare_app(bodies: dict[str, str]) -> tuple[int, int]:
+            answers, port = Path(scratch) / "bodies.json", chaos.free_port()
+            answers.write_text(json.dumps(bodies))
+            command = [sys.executable, "-c", BARE_APP, str(answers), str(port)]
+            processes.append(stack.start("bare", command, env))
+            await asyncio.to_thread(stack.wait_for_port, port, processes[-1][1], "bare")
+            return port, processes[-1][1].pid
 
-            measured = measure(args, (api_port, processes[-1][1].pid), bare_app)
-            result = asyncio.run(asyncio.wait_for(measured, budget))
-    except KeyboardInterrupt:
-        log("interrupted; everything it started is stopped")
-        raise SystemExit(130) from None
-    except TimeoutError:
-        log(f"the measurements overran their {budget:.0f} s budget; stopped")
-        raise SystemExit(1) from None
+        measured = measure(args, (api_port, processes[-1][1].pid), bare_app)
+        result = asyncio.run(asyncio.wait_for(measured, budget))
     print()
     for label, key in [
         ("replica (atelier-api, cache hits)", "api_cpu_us_per_request"),

@@ -394,24 +394,18 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stack.interrupt)
     budget = len(args.steps) * 2 * (args.step_seconds + 40) + 1500  # measurements + atelier-verify
     nginx = stack.nginx_binary()
-    try:
-        with (
-            stack.database(("BENCH_DATABASE_URL", "DATABASE_URL"), "bench-pg") as server_url,
-            stack.supervised() as processes,
-        ):
-            env = os.environ | {"LOG_LEVEL": "WARNING"}
-            owner_url, data = prepare(server_url, args, env)
-            replica_url = stack.api_login(owner_url, ROLE)
-            running = chaos.Stack(env | {"DATABASE_URL": replica_url}, processes)
-            api_base = running.up(nginx, stack.RUN_DIR / "bench-writes-nginx")
-            log(f"{chaos.REPLICAS} replicas behind nginx on {api_base} (rate limit lifted)")
-            result = asyncio.run(asyncio.wait_for(measure(args, api_base, replica_url, owner_url), budget))
-    except KeyboardInterrupt:
-        log("interrupted; everything it started is stopped")
-        raise SystemExit(130) from None
-    except TimeoutError:
-        log(f"the run overran its {budget:.0f} s budget; stopped")
-        raise SystemExit(1) from None
+    with (
+        chaos.ends_cleanly(log, budget),
+        stack.database(("BENCH_DATABASE_URL", "DATABASE_URL"), "bench-pg") as server_url,
+        stack.supervised() as processes,
+    ):
+        env = os.environ | {"LOG_LEVEL": "WARNING"}
+        owner_url, data = prepare(server_url, args, env)
+        replica_url = stack.api_login(owner_url, ROLE)
+        running = chaos.Stack(env | {"DATABASE_URL": replica_url}, processes)
+        api_base = running.up(nginx, stack.RUN_DIR / "bench-writes-nginx")
+        log(f"{chaos.REPLICAS} replicas behind nginx on {api_base} (rate limit lifted)")
+        result = asyncio.run(asyncio.wait_for(measure(args, api_base, replica_url, owner_url), budget))
 
     result = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
