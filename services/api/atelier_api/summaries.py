@@ -25,8 +25,8 @@ Json = dict[str, Any]
 # round(rating_sum::numeric / rating_count, 16): avg() of a smallint is that very numeric division, so the
 # string is exactly round(avg(value), 16)::text, 16 decimals whatever the mean (avg() alone prints 20 when
 # it is a whole number). The characteristics come as one array of (name, id, mean) records ordered by id,
-# so the JSON comes out the same each time: one sort per product, where an array_agg per column sorted
-# once each.
+# so the JSON comes out the same each time: sorted by id once, where three array_aggs (one per column)
+# each sorted.
 PRODUCT_SUMMARIES = """
     SELECT
         asked.product_id, s.ratings, s.recommended, s.not_recommended,
