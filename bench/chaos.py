@@ -819,27 +819,19 @@ def main() -> None:
     budget = args.minutes * 60 + 120  # the whole run, set-up included
     began = time.monotonic()
     nginx = stack.nginx_binary()
-    try:
-        with (
-            stack.database(("CHAOS_DATABASE_URL", "DATABASE_URL"), "chaos-pg") as server_url,
-            stack.supervised() as processes,
-        ):
-            running, base, db_url = loaded_stack(
-                server_url, processes, nginx, DB_NAME, args.products, "chaos", "atelier_api_chaos"
-            )
-            remaining = budget - (time.monotonic() - began)
-            result = asyncio.run(asyncio.wait_for(run(args, running, base, db_url), remaining))
-    except KeyboardInterrupt:
-        log("interrupted; everything it started is stopped")
-        raise SystemExit(130) from None
-    except TimeoutError:
-        log(f"the run overran its {budget} s budget; stopped")
-        raise SystemExit(1) from None
+    with (
+        ends_cleanly(log, budget),
+        stack.database(("CHAOS_DATABASE_URL", "DATABASE_URL"), "chaos-pg") as server_url,
+        stack.supervised() as processes,
+    ):
+        running, base, db_url = loaded_stack(
+            server_url, processes, nginx, DB_NAME, args.products, "chaos", "atelier_api_chaos"
+        )
+        remaining = budget - (time.monotonic() - began)
+        result = asyncio.run(asyncio.wait_for(run(args, running, base, db_url), remaining))
 
     print_report(result)
-    args.results.mkdir(parents=True, exist_ok=True)
-    out = args.results / "chaos.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = save_results(args.results, "chaos.json", result)
     rss_svg(result["samples"], result["restarts"], args.results / "chaos-rss.svg")
     print(f"\n  written to {out} and {args.results / 'chaos-rss.svg'}")
     raise SystemExit(0 if result["ok"] else 1)
