@@ -195,7 +195,7 @@ def main() -> None:
         },
         "api_1": summarize_stacks(raw),
     }
-    (args.results / "profile.json").write_text(json.dumps(result, indent=2) + "\n")
+    chaos.save_results(args.results, "profile.json", result)
     print(json.dumps(result, indent=2))
 
 
