@@ -374,6 +374,24 @@ async def requests_counter(session: aiohttp.ClientSession, port: int) -> int | N
     return int(total)
 
 
+async def cache_lookups(session: aiohttp.ClientSession, ports: list[int]) -> Counter[str]:
+    """The replicas' response cache hits and misses so far (each replica's own /metrics)."""
+    lookups: Counter[str] = Counter()
+    for port in ports:
+        async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+            for line in (await response.text()).splitlines():
+                if line.startswith("atelier_cache_lookups_total{"):
+                    result = line.split('result="', 1)[1].split('"', 1)[0]
+                    lookups[result] += int(float(line.rsplit(" ", 1)[1]))
+    return lookups
+
+
+def hit_rate(before: Counter[str], after: Counter[str]) -> dict[str, Any]:
+    """The cache's hits and misses between two cache_lookups, and the share of hits."""
+    hits, misses = after["hit"] - before["hit"], after["miss"] - before["miss"]
+    return {"hits": hits, "misses": misses, "hit_rate_pct": round(100 * hits / max(hits + misses, 1), 1)}
+
+
 # --- Phases ---------------------------------------------------------------------------------------------
 
 

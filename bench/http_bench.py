@@ -262,6 +262,7 @@ async def run(
             f"closed loop, {args.step_seconds:g} s per step, concurrency {args.steps}; static and API in turn"
         )
         ramps: dict[str, list[dict[str, Any]]] = {"static": [], "api": []}
+        lookups_before = await chaos.cache_lookups(session, replica_ports)
         for concurrency in args.steps:
             for name, base, traffic in (
                 ("static", static_base, static_traffic),
@@ -283,6 +284,9 @@ async def run(
         at_70["pool_waits"] = server_percentiles(
             waits_before, await server_buckets(session, replica_ports, POOL_WAIT)
         )
+        # Only the API's traffic reaches the replicas: its steps and this open loop.
+        cache = chaos.hit_rate(lookups_before, await chaos.cache_lookups(session, replica_ports))
+        log(f"  the replicas' caches answered {cache['hit_rate_pct']}% of lookups over the API's steps")
         inside, waits = at_70["inside_replicas"], at_70["pool_waits"]
         log(
             f"  p50 {at_70['p50_ms']} ms  p99 {at_70['p99_ms']} ms  errors {at_70['errors']}  "
@@ -326,6 +330,7 @@ async def run(
         "api_peak": api_peak,
         "ratio": ratio,
         "open_loop_70pct": at_70,
+        "cache": cache,
         "api_errors": errors,
         "targets": targets,
     }
@@ -367,6 +372,11 @@ def print_report(result: dict[str, Any]) -> None:
     print(
         f"  pool waits         waits for a database connection in that window: "
         f"p50 <= {waits.get('p50_ms_at_most')} ms, p99 <= {waits.get('p99_ms_at_most')} ms"
+    )
+    cache = result.get("cache") or {}
+    print(
+        f"  replicas' caches   {cache.get('hit_rate_pct')}% of lookups were hits over the API's steps "
+        f"and open loop ({cache.get('hits')} hits, {cache.get('misses')} misses)"
     )
     print(f"  API errors         {result['api_errors']} (target 0)")
     print(f"  note               {result['note']}")

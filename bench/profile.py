@@ -114,18 +114,6 @@ def summarize_stacks(raw: Path) -> dict[str, Any]:
     }
 
 
-async def cache_lookups(session: aiohttp.ClientSession, ports: list[int]) -> Counter[str]:
-    """The replicas' response cache hits and misses so far (each replica's own /metrics)."""
-    lookups: Counter[str] = Counter()
-    for port in ports:
-        async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
-            for line in (await response.text()).splitlines():
-                if line.startswith("atelier_cache_lookups_total{"):
-                    result = line.split('result="', 1)[1].split('"', 1)[0]
-                    lookups[result] += int(float(line.rsplit(" ", 1)[1]))
-    return lookups
-
-
 async def drive(
     base: str, ports: list[int], products: int, concurrency: int, seconds: float
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -133,12 +121,10 @@ async def drive(
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
         await chaos.ramp(session, base, traffic, [8], 3)  # warm up: learn ids, fill caches
-        before = await cache_lookups(session, ports)
+        before = await chaos.cache_lookups(session, ports)
         (step,) = await chaos.ramp(session, base, traffic, [concurrency], seconds)
-        after = await cache_lookups(session, ports)
-    hits, misses = after["hit"] - before["hit"], after["miss"] - before["miss"]
-    cache = {"hits": hits, "misses": misses, "hit_rate_pct": round(100 * hits / max(hits + misses, 1), 1)}
-    return step, cache
+        after = await chaos.cache_lookups(session, ports)
+    return step, chaos.hit_rate(before, after)
 
 
 def main() -> None:
