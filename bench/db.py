@@ -18,7 +18,8 @@ draw of each. The statements are imported from the API's modules, never copied:
 
 - reads: reviews.LIST_REVIEWS for each sort, with and without each filter, on page 1 (count drawn from
   the mix: 5, 5, 5, 20, 100) and on the product's last page of 5 (the deepest OFFSET a client reaches),
-  each with its reviews' photos; GET_REVIEW; summaries.PRODUCT_SUMMARIES for 1 id and a
+  each with its reviews' photos; ALL_REVIEWS (a product's every review, ranked in each order, read
+  once into a replica's cache); GET_REVIEW; summaries.PRODUCT_SUMMARIES for 1 id and a
   batch of 100; KNOWN_PRODUCT; the /readyz statements;
 - writes, each in a transaction that is rolled back: POST /reviews (STORE_REVIEW: the product's rules,
   the review, photos, characteristic ratings and summary updates in one; with an Idempotency-Key,
@@ -74,7 +75,7 @@ import asyncpg
 import chaos  # (bench/chaos.py: the mix's Zipf-skewed product ids)
 from chaos import BIN, ROOT, percentile, stack
 
-from atelier_api import changes, idempotency, readiness, reviews, summaries, votes
+from atelier_api import changes, http_cache, idempotency, readiness, reviews, summaries, votes
 
 DB_NAME = "atelier_bench_db"
 MODULES: tuple[ModuleType, ...] = (reviews, summaries, votes, idempotency, readiness, changes)
@@ -290,6 +291,14 @@ def summaries_of_100() -> Scenario:
 def api_scenarios() -> list[Scenario]:
     scenarios = list_reviews_scenarios()
     scenarios += [
+        Scenario(
+            "ALL_REVIEWS",
+            read(
+                "reviews.ALL_REVIEWS",
+                reviews.ALL_REVIEWS,
+                lambda p, rng: (p.id, http_cache.REVIEWS_WINDOW + 1),  # as http_cache.reviews_page asks
+            ),
+        ),
         Scenario(
             "GET_REVIEW",
             read("reviews.GET_REVIEW", reviews.GET_REVIEW, lambda p, rng: (rng.choice(p.page),)),

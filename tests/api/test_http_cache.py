@@ -118,11 +118,13 @@ async def test_cached_reads_say_so_and_clients_may_reuse_them_briefly(product, m
 @pytest.fixture
 async def long_product(db: asyncpg.Connection) -> int:
     """Product 7 with 130 reviews (more than http_cache.REVIEWS_WINDOW), varied in every sort key, a
-    third with photos and a few reported; product 8 with 6."""
+    third with photos and a few reported; product 8 with 6; product 9 with 12 that tie in every sort
+    key but the id (two dates, helpfulness 0 or 1, and a vote worth exactly a year of recency)."""
+    year = timedelta(seconds=31557600)
     rows = [
         (7 if n <= 130 else 8, 1 + n % 5, NOW - timedelta(days=n % 17, minutes=n), n % 7, n % 23 == 0)
         for n in range(1, 137)
-    ]
+    ] + [(9, 1 + n % 5, NOW - year * (n % 2), n % 3 // 2, False) for n in range(12)]
     await db.executemany(
         "INSERT INTO reviews (product_id, rating, date, helpfulness, reported, summary, body, recommend,"
         " reviewer_name, reviewer_email) VALUES ($1, $2, $3, $4, $5, 'Summary', 'A body long enough',"
@@ -146,7 +148,7 @@ async def test_pages_cut_from_the_cached_first_reviews_equal_pages_read_as_asked
 ) -> None:
     """Byte for byte, for every sort, filter and page size, inside the window and across its edge."""
     client = await make_client()
-    for product_id in (long_product, 8):
+    for product_id in (long_product, 8, 9):
         for sort in ("relevant", "newest", "helpful"):
             for filters in FILTERS:
                 for page, count in PAGES:
@@ -175,14 +177,34 @@ async def test_every_page_size_within_the_window_shares_one_read(long_product, m
     assert other_order.headers["X-Cache"] == "miss"
 
 
+async def test_every_page_of_a_product_with_few_reviews_shares_one_read(long_product, make_client) -> None:
+    """Product 8 has 6 reviews: its first GET reads them all; every other sort, filter and page is a
+    hit, until a write drops them."""
+    client = await make_client()
+    paths = [
+        f"/reviews?product_id=8&sort={sort}&page={page}&count={count}{filters}"
+        for sort in ("relevant", "newest", "helpful")
+        for filters in FILTERS
+        for page, count in [(1, 5), (2, 5), (1, 100), (3, 2)]
+    ]
+    seen = [(await client.get(path)).headers["X-Cache"] for path in paths]
+    assert seen == ["miss"] + ["hit"] * (len(paths) - 1)
+    review_id = (await (await client.get(paths[0])).json())["results"][0]["review_id"]
+    assert (await client.put(f"/reviews/{review_id}/helpful")).status == 204
+    assert (await client.get(paths[-1])).headers["X-Cache"] == "miss"
+
+
 async def test_a_page_cut_from_the_window_has_a_validator_of_its_own_bytes(long_product, make_client) -> None:
-    """A page's ETag is derived from its window's: one URL and ETag are one body, on any replica, hit
-    or miss; pages of one window differ; a write that changes the window changes each page's ETag."""
+    """A page's ETag is derived from its entry's (a product's every review, or one order's first
+    ones): one URL and ETag are one body, on any replica, hit or miss; pages of one entry differ; a
+    write to the product changes each page's ETag."""
     a, b = await make_client(replica_name="a"), await make_client(replica_name="b")
     paths = [
-        f"/reviews?product_id={long_product}&sort=newest&page={page}&count={count}{filters}"
+        f"/reviews?product_id={product_id}&sort={sort}&page={page}&count={count}{filters}"
+        for product_id in (long_product, 8)  # cached per order, and whole (6 reviews)
+        for sort in ("newest", "helpful")
         for page, count in [(1, 5), (2, 5), (1, 20), (1, 100)]
-        for filters in ("", "&rating=4")
+        for filters in ("", "&rating=4", "&with_photos=true")
     ]
     bodies: dict[tuple[str, str], set[bytes]] = {}
     for client in (a, b, a):  # a's second pass is served from its cache
@@ -193,11 +215,16 @@ async def test_a_page_cut_from_the_window_has_a_validator_of_its_own_bytes(long_
     assert len(bodies) == len(paths)  # the same ETag on both replicas, hit or miss
     assert len({etag for _, etag in bodies}) == len(paths)
 
-    posted = await a.post("/reviews", json=factories.review_body(long_product, rating=4))
-    assert posted.status == 201
+    for product_id in (long_product, 8):
+        posted = await a.post("/reviews", json=factories.review_body(product_id, rating=4))
+        assert posted.status == 201
     for (path, etag), (before,) in bodies.items():
         after = await a.get(path, headers={"If-None-Match": etag})
-        assert after.status == 200 and await after.read() != before, path
+        if after.status == 304:  # allowed only for a page whose bytes did not change
+            assert await (await a.get(path)).read() == before, path
+        # The new review is the newest with 4 stars and no photo: it moves every such page that had any.
+        if "newest" in path and "photos" not in path and orjson.loads(before)["results"]:
+            assert after.status == 200 and await after.read() != before, path
 
 
 async def test_errors_have_no_validator(product, make_client) -> None:
@@ -410,11 +437,13 @@ def test_the_garbage_collector_does_not_walk_the_cache() -> None:
         cache.put(product_id, SUMMARY, b'{"product_id":"1"}', cache.token())
         cache.put(product_id, http_cache.window_variant(first), b"[1],[2]", cache.token(), (0, 4, 8))
         cache.put(product_id, http_cache.page_variant(beyond), b"{}", cache.token())
+        layout = http_cache.Layout(b"\x04\x05", b"\x00\x01", b"\x00\x01", b"\x01\x00", b"\x00\x01")
+        cache.put(product_id, http_cache.ALL_REVIEWS, b"[1],[2]", cache.token(), (0, 4, 8), layout)
         assert cache.get(product_id, SUMMARY) is not None
     cache.invalidate(7)
     cache.invalidate(8, summary=False)
     gc.collect()
-    assert len(cache) == 15_000 - 3 - 2
+    assert len(cache) == 20_000 - 4 - 3
     assert len(gc.get_objects()) - before < 100
 
 

@@ -100,6 +100,7 @@ def _cases() -> dict[str, tuple[str, Args]]:
             return [(p, count, offset, *stars) for p in (s.many, s.few, s.unknown) for count, offset in pages]
 
         add(reviews, "LIST_REVIEWS", list_args, key)
+    add(reviews, "ALL_REVIEWS", lambda s: [(p, 101) for p in (s.many, s.few, s.unknown)])
     add(reviews, "GET_REVIEW", lambda s: [(s.review_ids[0],), (s.photo_review_ids[0],), (s.missing_review,)])
     add(reviews, "KNOWN_PRODUCT", lambda s: [(s.many,), (s.few,), (s.unknown,)])
 

@@ -53,11 +53,14 @@ class Entry(NamedTuple):
     # For a body that is a list of JSON values joined by commas: where each value starts, and one past
     # the end (len(body) + 1), so that values a..b-1 are body[starts[a] : starts[b] - 1].
     starts: tuple[int, ...] = ()
+    # What the reader needs to know of those values besides their bytes, one byte per value in each
+    # (http_cache.Layout: a product's reviews, their stars, photos and orders). Part of the ETag.
+    layout: tuple[bytes, ...] = ()
 
 
 # How an entry is kept: Entry's fields as a plain tuple, not the named tuple (see the module's docstring:
 # the collector untracks exact tuples only).
-_Stored = tuple[bytes, str, float, tuple[int, ...]]
+_Stored = tuple[bytes, str, float, tuple[int, ...], tuple[bytes, ...]]
 
 
 @dataclass
@@ -121,12 +124,19 @@ class ResponseCache:
         return self._sequence
 
     def put(
-        self, product_id: int, variant: Hashable, body: bytes, token: int, starts: tuple[int, ...] = ()
+        self,
+        product_id: int,
+        variant: Hashable,
+        body: bytes,
+        token: int,
+        starts: tuple[int, ...] = (),
+        layout: tuple[bytes, ...] = (),
     ) -> Entry:
         """The entry for this body; stored only when the cache is live and nothing invalidated the
         product since `token` was taken."""
-        entry = Entry(body, etag_of(body), self.clock() + self.ttl, starts)
-        size = len(body) + ENTRY_OVERHEAD
+        etag = etag_of(body + b"".join(layout)) if layout else etag_of(body)
+        entry = Entry(body, etag, self.clock() + self.ttl, starts, layout)
+        size = _size(body, starts, layout)
         if (
             not self.keeping
             or size > self.max_bytes // 64
@@ -137,7 +147,8 @@ class ResponseCache:
         key = (product_id, variant)
         if key in self._entries:
             self._drop(key)
-        self._entries[key] = (entry.body, entry.etag, entry.expires, entry.starts)
+        # tuple(): a named tuple (http_cache.Layout) is tracked by the collector, a plain one is not.
+        self._entries[key] = (entry.body, entry.etag, entry.expires, entry.starts, tuple(entry.layout))
         self._by_product.setdefault(product_id, {})[variant] = None
         self._bytes += size
         while self._bytes > self.max_bytes:
@@ -159,8 +170,8 @@ class ResponseCache:
             del variants[SUMMARY]
             self._by_product[product_id] = {SUMMARY: None}
         for variant in variants:
-            body = self._entries.pop((product_id, variant))[0]
-            self._bytes -= len(body) + ENTRY_OVERHEAD
+            stored = self._entries.pop((product_id, variant))
+            self._bytes -= _size(stored[0], stored[3], stored[4])
 
     def flush(self) -> None:
         """Forget everything, and every answer being read now."""
@@ -177,9 +188,14 @@ class ResponseCache:
 
     def _forget(self, key: tuple[int, Hashable], stored: _Stored) -> None:
         """Account for an entry already taken out of _entries."""
-        self._bytes -= len(stored[0]) + ENTRY_OVERHEAD
+        self._bytes -= _size(stored[0], stored[3], stored[4])
         product_id, variant = key
         variants = self._by_product[product_id]
         del variants[variant]
         if not variants:
             del self._by_product[product_id]
+
+
+def _size(body: bytes, starts: tuple[int, ...], layout: tuple[bytes, ...]) -> int:
+    """What an entry counts against the byte budget: its bytes, 8 per offset, and the bookkeeping."""
+    return len(body) + 8 * len(starts) + sum(len(part) for part in layout) + ENTRY_OVERHEAD

@@ -4,8 +4,9 @@
   request whose If-None-Match names that ETag gets 304 with no body. Comparison is weak, as RFC 9110
   wants for If-None-Match: nginx's gzip turns a strong ETag into W/"…" and clients send that back.
 - GET /reviews pages and product summaries are read through the replica's ResponseCache (cache.py):
-  cache-aside, keyed by product, so a write's invalidation drops every answer about its product. Pages
-  of reviews within the first REVIEWS_WINDOW of their order are cut from one entry per order.
+  cache-aside, keyed by product, so a write's invalidation drops every answer about its product. Every
+  page of a product's reviews is cut from one entry holding all of them (per order for the few products
+  with more than REVIEWS_WINDOW).
   The answer says whether it came from the cache (X-Cache: hit or miss).
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import NamedTuple
 
 import orjson
 from aiohttp import hdrs, web
@@ -22,12 +24,15 @@ from aiohttp.typedefs import Handler
 from atelier_api import reviews, summaries
 from atelier_api.cache import SUMMARY, Entry, etag_of
 from atelier_api.keys import CACHE_KEY, CONFIG_KEY, POOL_KEY
-from atelier_api.validation import ReviewsQuery
+from atelier_api.validation import ReviewsQuery, Sort
 
 CACHE_STATUS_HEADER = "X-Cache"
-# How many of an order's first reviews GET /reviews caches together (see reviews_page): the mix's page
-# sizes (5, 20, 100) all fall inside it.
+# A product with at most this many reviews is cached whole (one entry answers every GET /reviews of it);
+# one with more, per order: its first this many (see reviews_page). The mix's page sizes (5, 20, 100)
+# all fall inside it. Below 256: Layout keeps a review's place in one byte.
 REVIEWS_WINDOW = 100
+# The variant of a product's every review (cache.SUMMARY is its summary's).
+ALL_REVIEWS = "reviews"
 # What a GET that sets no Cache-Control of its own gets: clients revalidate (cheap, with the ETag).
 REVALIDATE = "no-cache"
 
@@ -81,14 +86,74 @@ def cached_answer(request: web.Request, body: bytes, etag: str, hit: bool) -> we
 async def reviews_page(app: web.Application, query: ReviewsQuery) -> tuple[Entry, bool]:
     """The JSON body of GET /reviews for this query, and whether it came from the cache.
 
-    A page within the first REVIEWS_WINDOW reviews of its order is cut from one cached entry per order
-    (the product, sort and filters): every page size a storefront asks for shares one database read and
-    is dropped by one invalidation. A page beyond the window is read and cached as asked, and so is
-    every page while the cache cannot keep anything (off, or its listener away): reading a whole window
-    for one page pays only when the window is kept."""
+    A product with at most REVIEWS_WINDOW reviews (nearly all of them) is read whole, once: every page
+    of it, in any sort, with any filter and of any size, is cut from that one entry (`_cut`), so a
+    storefront's first page of each sort costs one database read, not one per sort, and a write drops
+    one entry. A product with more is cached per order: its first REVIEWS_WINDOW reviews in the asked
+    sort and filters (`_window_page`). While the cache cannot keep anything (off, or its listener away)
+    every page is read as asked: reading more than the page pays only when it is kept."""
+    cache = app[CACHE_KEY]
+    if not cache.keeping:
+        return await _reviews_page_as_asked(app, query)
+    whole = cache.get(query.product_id, ALL_REVIEWS)
+    hit = whole is not None
+    if whole is None:
+        token = cache.token()
+        read = await reviews.all_reviews(app[POOL_KEY], query.product_id, REVIEWS_WINDOW)
+        if read is None:  # too many: remembered (an empty entry), so that the next page goes per order
+            whole = cache.put(query.product_id, ALL_REVIEWS, b"", token)
+        else:
+            parts = [orjson.dumps(review) for review in read.newest]
+            starts = (0, *itertools.accumulate(len(part) + 1 for part in parts))
+            layout = Layout(
+                ratings=bytes(review["rating"] for review in read.newest),
+                photos=bytes(bool(review["photos"]) for review in read.newest),
+                newest=bytes(read.orders[Sort.NEWEST]),
+                helpful=bytes(read.orders[Sort.HELPFUL]),
+                relevant=bytes(read.orders[Sort.RELEVANT]),
+            )
+            whole = cache.put(query.product_id, ALL_REVIEWS, b",".join(parts), token, starts, layout)
+    if not whole.layout:
+        return await _window_page(app, query)
+    # The page's bytes follow from its URL and the entry's bytes and layout (both in the entry's ETag),
+    # so the entry's validator with the URL's query is the page's: no hash of the page per request.
+    variant = f"{query.sort.value}-{''.join(map(str, query.ratings))}-{int(query.with_photos)}"
+    etag = f'{whole.etag[:-1]}-{variant}-{query.page}-{query.count}"'
+    return Entry(_page_body(query, _cut(whole, query)), etag), hit
+
+
+class Layout(NamedTuple):
+    """How a product's reviews lie in its ALL_REVIEWS entry: one byte per review (in newest order) in
+    each of these, which REVIEWS_WINDOW < 256 allows."""
+
+    ratings: bytes  # its stars
+    photos: bytes  # 1 when it has a photo
+    newest: bytes  # the reviews' places, in each order
+    helpful: bytes
+    relevant: bytes
+
+
+def _cut(whole: Entry, query: ReviewsQuery) -> bytes:
+    """The page's reviews (JSON, comma-joined) out of a product's every review."""
+    layout = Layout(*whole.layout)
+    order: Sequence[int] = getattr(layout, query.sort.value)
+    if query.ratings or query.with_photos:
+        stars = query.ratings or range(1, 6)
+        order = [
+            i for i in order if layout.ratings[i] in stars and (layout.photos[i] or not query.with_photos)
+        ]
+    start = (query.page - 1) * query.count
+    body, starts = whole.body, whole.starts
+    return b",".join(body[starts[i] : starts[i + 1] - 1] for i in order[start : start + query.count])
+
+
+async def _window_page(app: web.Application, query: ReviewsQuery) -> tuple[Entry, bool]:
+    """A page of a product with more than REVIEWS_WINDOW reviews. Within the first REVIEWS_WINDOW
+    reviews of its order (the sort and filters) it is cut from one cached entry per order, which every
+    page size shares; beyond, it is read and cached as asked."""
     cache = app[CACHE_KEY]
     start = (query.page - 1) * query.count
-    if start + query.count > REVIEWS_WINDOW or not cache.keeping:
+    if start + query.count > REVIEWS_WINDOW:
         return await _reviews_page_as_asked(app, query)
     order = window_variant(query)
     window = cache.get(query.product_id, order)
@@ -101,8 +166,7 @@ async def reviews_page(app: web.Application, query: ReviewsQuery) -> tuple[Entry
         window = cache.put(query.product_id, order, b",".join(parts), token, starts)
     stop = min(start + query.count, len(window.starts) - 1)
     results = window.body[window.starts[start] : window.starts[stop] - 1] if start < stop else b""
-    # The page's bytes follow from its URL (product, page, count, order) and the window's bytes, so the
-    # window's validator with the page's place in it is the page's (no hash of the page per request).
+    # As for a page cut from a product's every review: the window's validator with the page's place.
     return Entry(_page_body(query, results), f'{window.etag[:-1]}-{query.page}-{query.count}"'), hit
 
 
