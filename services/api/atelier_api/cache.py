@@ -16,9 +16,9 @@ but not kept, so one huge page cannot evict everything.
 Invisible to the garbage collector: a full cache holds tens of thousands of answers, and CPython's full
 collection walks every container it tracks while the event loop waits. So the cache keeps only plain
 dicts of plain tuples of bytes, str, numbers and tuples of them (keys included: a variant is a str or
-such a tuple), which the collector stops tracking after their first collection. With a full 64 MB cache
-(52,000 answers) a full collection took 21 ms with dataclass entries; now 0.6 ms, once serve.py has
-frozen what start-up made (9 ms without that).
+such a tuple), which the collector stops tracking after a collection or two (a nested tuple may wait
+for the next one). With a full 64 MB cache (52,000 answers) a full collection took 21 ms with dataclass
+entries; now 0.6 ms, once serve.py has frozen what start-up made (9 ms without that).
 """
 
 from __future__ import annotations
