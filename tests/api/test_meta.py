@@ -154,11 +154,14 @@ async def test_reported_reviews_count_nowhere(client: Client, db: asyncpg.Connec
 
 
 async def test_shared_characteristic_name_lowest_id_wins(client: Client, db: asyncpg.Connection) -> None:
+    # Stored neither in id order nor in its reverse.
     later = await factories.characteristic(db, 1, "Quality", id=20)
     earlier = await factories.characteristic(db, 1, "Quality", id=10)
+    last = await factories.characteristic(db, 1, "Quality", id=30)
     review_id = await factories.review(db, 1)
     await factories.characteristic_rating(db, later, review_id, 1)
     await factories.characteristic_rating(db, earlier, review_id, 5)
+    await factories.characteristic_rating(db, last, review_id, 2)
 
     assert (await get_meta(client, 1))["characteristics"] == {
         "Quality": {"id": earlier, "value": "5.0000000000000000"}
