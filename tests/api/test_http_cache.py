@@ -471,6 +471,24 @@ def test_the_byte_budget_evicts_the_least_recently_used() -> None:
     assert cache.get(1, "a") is None and cache.get(0, "a") is not None
 
 
+def test_offsets_and_layouts_count_against_the_budget_and_leave_with_their_entry() -> None:
+    cache, clock = live_cache(ttl=10)
+    layout = http_cache.Layout(b"\x04\x05", b"\x00\x01", b"\x00\x01", b"\x01\x00", b"\x00\x01")
+    one = 7 + 8 * 3 + 10 + ENTRY_OVERHEAD  # 7 bytes, 3 offsets, 5 x 2 bytes of layout
+    for product_id in (1, 2, 3):
+        cache.put(product_id, http_cache.ALL_REVIEWS, b"[1],[2]", cache.token(), (0, 4, 8), layout)
+    assert cache.size_bytes == 3 * one
+    cache.invalidate(1)  # a write
+    assert cache.size_bytes == 2 * one
+    cache.put(2, http_cache.ALL_REVIEWS, b"[1],[2]", cache.token(), (0, 4, 8), layout)  # replaced
+    assert cache.size_bytes == 2 * one
+    clock.now += 11
+    assert cache.get(2, http_cache.ALL_REVIEWS) is None  # expired
+    assert cache.size_bytes == one
+    cache.invalidate(3, summary=False)  # a vote
+    assert len(cache) == 0 and cache.size_bytes == 0
+
+
 def test_an_answer_too_large_is_served_not_kept() -> None:
     cache, _ = live_cache(max_bytes=64_000)
     entry = cache.put(1, "a", b"x" * 1001, cache.token())  # over a 64th of the budget with overhead
