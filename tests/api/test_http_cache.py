@@ -471,6 +471,14 @@ def test_the_byte_budget_evicts_the_least_recently_used() -> None:
     assert cache.get(1, "a") is None and cache.get(0, "a") is not None
 
 
+def test_a_reviews_place_fits_in_the_layouts_byte() -> None:
+    """http_cache.Layout keeps each review's place in one byte: a product cached whole has fewer than
+    256 reviews (raising REVIEWS_WINDOW past that would fail every such read with a 500)."""
+    assert http_cache.REVIEWS_WINDOW < 256
+    order = list(range(http_cache.REVIEWS_WINDOW))[::-1]
+    assert list(bytes(order)) == order
+
+
 def test_offsets_and_layouts_count_against_the_budget_and_leave_with_their_entry() -> None:
     cache, clock = live_cache(ttl=10)
     layout = http_cache.Layout(b"\x04\x05", b"\x00\x01", b"\x00\x01", b"\x01\x00", b"\x00\x01")
