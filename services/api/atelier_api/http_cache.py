@@ -98,21 +98,7 @@ async def reviews_page(app: web.Application, query: ReviewsQuery) -> tuple[Entry
     whole = cache.get(query.product_id, ALL_REVIEWS)
     hit = whole is not None
     if whole is None:
-        token = cache.token()
-        read = await reviews.all_reviews(app[POOL_KEY], query.product_id, REVIEWS_WINDOW)
-        if read is None:  # too many: remembered (an empty entry), so that the next page goes per order
-            whole = cache.put(query.product_id, ALL_REVIEWS, b"", token)
-        else:
-            parts = [orjson.dumps(review) for review in read.newest]
-            starts = (0, *itertools.accumulate(len(part) + 1 for part in parts))
-            layout = Layout(
-                ratings=bytes(review["rating"] for review in read.newest),
-                photos=bytes(bool(review["photos"]) for review in read.newest),
-                newest=bytes(read.orders[Sort.NEWEST]),
-                helpful=bytes(read.orders[Sort.HELPFUL]),
-                relevant=bytes(read.orders[Sort.RELEVANT]),
-            )
-            whole = cache.put(query.product_id, ALL_REVIEWS, b",".join(parts), token, starts, layout)
+        whole = await _read_whole(app, query.product_id)
     if not whole.layout:
         return await _window_page(app, query)
     # The page's bytes follow from its URL and the entry's bytes and layout (both in the entry's ETag),
@@ -120,6 +106,31 @@ async def reviews_page(app: web.Application, query: ReviewsQuery) -> tuple[Entry
     variant = f"{query.sort.value}-{''.join(map(str, query.ratings))}-{int(query.with_photos)}"
     etag = f'{whole.etag[:-1]}-{variant}-{query.page}-{query.count}"'
     return Entry(_page_body(query, _cut(whole, query)), etag), hit
+
+
+async def _read_whole(app: web.Application, product_id: int) -> Entry:
+    """Read a product's every review into its ALL_REVIEWS entry (kept when the cache may keep it); an
+    entry with no layout when it has more than REVIEWS_WINDOW, so that its pages go per order."""
+    cache = app[CACHE_KEY]
+    token = cache.token()
+    read = await reviews.all_reviews(app[POOL_KEY], product_id, REVIEWS_WINDOW)
+    if read is None:
+        return cache.put(product_id, ALL_REVIEWS, b"", token)
+    body, starts = _joined(read.newest)
+    layout = Layout(
+        ratings=bytes(review["rating"] for review in read.newest),
+        photos=bytes(bool(review["photos"]) for review in read.newest),
+        newest=bytes(read.orders[Sort.NEWEST]),
+        helpful=bytes(read.orders[Sort.HELPFUL]),
+        relevant=bytes(read.orders[Sort.RELEVANT]),
+    )
+    return cache.put(product_id, ALL_REVIEWS, body, token, starts, layout)
+
+
+def _joined(results: list[reviews.Json]) -> tuple[bytes, tuple[int, ...]]:
+    """Reviews as JSON values joined by commas, and where each starts (cache.Entry.starts)."""
+    parts = [orjson.dumps(review) for review in results]
+    return b",".join(parts), (0, *itertools.accumulate(len(part) + 1 for part in parts))
 
 
 class Layout(NamedTuple):
@@ -161,9 +172,8 @@ async def _window_page(app: web.Application, query: ReviewsQuery) -> tuple[Entry
     if window is None:
         token = cache.token()
         first = replace(query, page=1, count=REVIEWS_WINDOW)
-        parts = [orjson.dumps(review) for review in await reviews.list_reviews(app[POOL_KEY], first)]
-        starts = (0, *itertools.accumulate(len(part) + 1 for part in parts))
-        window = cache.put(query.product_id, order, b",".join(parts), token, starts)
+        body, starts = _joined(await reviews.list_reviews(app[POOL_KEY], first))
+        window = cache.put(query.product_id, order, body, token, starts)
     stop = min(start + query.count, len(window.starts) - 1)
     results = window.body[window.starts[start] : window.starts[stop] - 1] if start < stop else b""
     # As for a page cut from a product's every review: the window's validator with the page's place.
