@@ -190,6 +190,10 @@ def envsubst(template: str, values: dict[str, str]) -> str:
     return re.sub(r"\$\{([A-Z][A-Z0-9_]*)\}", value, template)
 
 
+# How nginx spreads reads over the replicas (services/nginx/templates/default.conf.template).
+READ_ROUTINGS = ("product", "least_conn")
+
+
 def render_nginx(
     prefix: Path, ports: list[int], http_port: int, overrides: Mapping[str, str] | None = None
 ) -> None:
@@ -209,9 +213,13 @@ def render_nginx(
         "NGINX_CLIENT_TIMEOUT": setting("NGINX_CLIENT_TIMEOUT", "10s"),
         "NGINX_ACCESS_LOG": str(prefix / "logs" / "access.log"),
         "NGINX_METRICS_ACCESS": setting("NGINX_METRICS_ACCESS", "deny all"),
+        "NGINX_READ_ROUTING": setting("NGINX_READ_ROUTING", "product"),
         "NGINX_WORKERS": setting("NGINX_WORKERS", "auto"),
         "NGINX_MIME_TYPES": setting("NGINX_MIME_TYPES", "/etc/nginx/mime.types"),
     } | dict(overrides or {})
+    routing = values["NGINX_READ_ROUTING"]
+    if routing not in READ_ROUTINGS:
+        raise SystemExit(f"stack: NGINX_READ_ROUTING={routing!r}: must be one of {', '.join(READ_ROUTINGS)}")
     server = (NGINX_DIR / "templates" / "default.conf.template").read_text()
     (prefix / "conf.d" / "default.conf").write_text(envsubst(server, values))
     (prefix / "nginx.conf").write_text(envsubst((NGINX_DIR / "nginx.local.conf").read_text(), values))

@@ -45,6 +45,19 @@ def new_review(product: dict, **overrides) -> dict:
     } | overrides
 
 
+async def described(http: aiohttp.ClientSession, product_id: int) -> tuple[dict, str] | None:
+    """A product as new_review() takes it, and the replica that answered its summary; None when the
+    product has no review or no characteristic."""
+    async with http.get("/reviews/meta", params={"product_id": product_id}) as response:
+        assert response.status == 200
+        meta, replica = await response.json(), response.headers["X-Replica"]
+    reviews = sum(int(count) for count in meta["ratings"].values())
+    if not (reviews and meta["characteristics"]):
+        return None
+    characteristics = [c["id"] for c in meta["characteristics"].values()]
+    return {"id": product_id, "reviews": reviews, "characteristics": characteristics}, replica
+
+
 class BalancedDeploymentSuite:
     @pytest.fixture
     async def http(self, deployment: Deployment):
@@ -54,15 +67,22 @@ class BalancedDeploymentSuite:
     @pytest.fixture
     async def product(self, http: aiohttp.ClientSession) -> dict:
         """Product 1, which every generated export gives reviews and characteristics."""
-        async with http.get("/reviews/meta", params={"product_id": 1}) as response:
-            meta = await response.json()
-        reviews = sum(int(count) for count in meta["ratings"].values())
-        assert reviews > 0 and meta["characteristics"], meta
-        return {
-            "id": 1,
-            "reviews": reviews,
-            "characteristics": [c["id"] for c in meta["characteristics"].values()],
-        }
+        found = await described(http, 1)
+        assert found is not None
+        return found[0]
+
+    @pytest.fixture
+    async def owned(self, http: aiohttp.ClientSession) -> dict[str, dict]:
+        """A product with reviews and characteristics per replica, keyed by the replica that nginx sends
+        its reads to (NGINX_READ_ROUTING=product, the default: a consistent hash of the product id)."""
+        products: dict[str, dict] = {}
+        for product_id in range(1, 301):
+            found = await described(http, product_id)
+            if found is not None and found[1] not in products:
+                products[found[1]] = found[0]
+                if len(products) == REPLICAS:
+                    return products
+        raise AssertionError(f"products 1-300 reach only {sorted(products)}")
 
     async def test_every_endpoint_works_through_the_balancer(self, http, product):
         async with http.get("/reviews", params={"product_id": product["id"], "count": 1000}) as r:
@@ -125,80 +145,123 @@ class BalancedDeploymentSuite:
                 assert r.status == 200 and await r.json() == {"status": "ready"}
 
     async def test_requests_reach_all_three_replicas(self, http, product):
-        """nginx spreads requests over every replica. One that just failed a request is left out for
-        fail_timeout (2 s; a busy CI machine can make a replica miss one), so this keeps asking, 30
-        requests at a time, for a bounded while longer than that."""
+        """nginx spreads requests that name no product (here a batch of summaries) over every replica.
+        One that just failed a request is left out for fail_timeout (2 s; a busy CI machine can make a
+        replica miss one), so this keeps asking, 30 requests at a time, for a bounded while longer."""
         served_by: list[str] = []
         deadline = asyncio.get_running_loop().time() + NGINX_FAIL_TIMEOUT * 3
         while len(set(served_by)) < REPLICAS and asyncio.get_running_loop().time() < deadline:
             for _ in range(30):
-                async with http.get("/reviews/meta", params={"product_id": product["id"]}) as r:
+                async with http.get("/reviews/meta/batch", params={"product_ids": product["id"]}) as r:
                     assert r.status == 200
                     served_by.append(r.headers["X-Replica"])
             await asyncio.sleep(0.2)
         counts = {name: served_by.count(name) for name in set(served_by)}
         assert len(counts) == REPLICAS, counts
 
-    async def test_after_a_write_no_replica_serves_the_old_answer_beyond_the_bound(self, http, product):
-        """Every replica caches GET answers; a write's notification (LISTEN/NOTIFY) makes each one drop
-        them. From the write's response on, an old answer may come back only within STALENESS_BOUND."""
-        params = {
-            "meta": {"product_id": product["id"]},
-            "newest": {"product_id": product["id"], "sort": "newest", "count": 1},
-        }
-        paths = {"meta": "/reviews/meta", "newest": "/reviews"}
-        old: dict[str, tuple[str, dict]] = {}  # the answers every replica has cached: (ETag, body)
-        cached_on: dict[str, set[str]] = {name: set() for name in paths}
-        for _ in range(300):
-            for name, path in paths.items():
-                async with http.get(path, params=params[name]) as r:
-                    assert r.status == 200
-                    old[name] = (r.headers["ETag"], await r.json())
-                    if r.headers["X-Cache"] == "hit":
-                        cached_on[name].add(r.headers["X-Replica"])
-            if all(len(replicas) == REPLICAS for replicas in cached_on.values()):
+    async def test_a_products_reads_go_to_one_replica_and_products_to_all_three(self, http):
+        """Every GET of a product's reviews or summary goes to the same replica, which alone then reads
+        and caches it, and products spread over all three. A replica left out for fail_timeout after a
+        missed request moves its products for that while, so a round that saw a product on two replicas
+        is tried again after it (at most three rounds)."""
+        paths = [
+            ("/reviews/meta", {}),
+            ("/reviews", {"sort": "newest"}),
+            ("/reviews", {"sort": "helpful", "count": "20"}),
+            ("/reviews/meta/", {}),
+        ]
+        for _ in range(3):
+            served_by: dict[int, set[str]] = {}
+            for product_id in range(1, 31):
+                for path, params in paths:
+                    async with http.get(path, params={"product_id": product_id} | params) as r:
+                        assert r.status == 200
+                        served_by.setdefault(product_id, set()).add(r.headers["X-Replica"])
+            if all(len(replicas) == 1 for replicas in served_by.values()):
                 break
-        assert all(len(replicas) == REPLICAS for replicas in cached_on.values()), cached_on
+            await asyncio.sleep(NGINX_FAIL_TIMEOUT)
+        assert all(len(replicas) == 1 for replicas in served_by.values()), served_by
+        assert len(set().union(*served_by.values())) == REPLICAS, served_by
+
+    async def test_after_a_write_no_replica_serves_the_old_answer_beyond_the_bound(self, http, owned):
+        """Every replica caches GET answers; a write's notification (LISTEN/NOTIFY) makes each one drop
+        them. From the write's response on, an old answer may come back only within STALENESS_BOUND.
+        One product per replica (nginx sends a product's reads to one replica), each read as its summary
+        and its newest review, which its own replica caches, and the three in one batch of summaries,
+        which any replica answers: every replica holds every product's summary, and one product's
+        reviews. (The batch key is product 0: it is every product's.)"""
+        product_ids = [product["id"] for product in owned.values()]
+        reads: dict[tuple[str, int], tuple[str, dict]] = {}
+        for pid in product_ids:
+            reads["meta", pid] = ("/reviews/meta", {"product_id": pid})
+            reads["newest", pid] = ("/reviews", {"product_id": pid, "sort": "newest", "count": 1})
+        reads["batch", 0] = ("/reviews/meta/batch", {"product_ids": ",".join(map(str, product_ids))})
+
+        def cached_everywhere(cached_on: dict[tuple[str, int], set[str]]) -> bool:
+            return all(len(cached_on[key]) >= (REPLICAS if key[0] == "batch" else 1) for key in reads)
+
+        old: dict[tuple[str, int], tuple[str, dict]] = {}  # the answers the replicas have cached
+        cached_on: dict[tuple[str, int], set[str]] = {key: set() for key in reads}
+        for _ in range(300):
+            for key, (path, params) in reads.items():
+                async with http.get(path, params=params) as r:
+                    assert r.status == 200
+                    old[key] = (r.headers["ETag"], await r.json())
+                    if r.headers["X-Cache"] == "hit":
+                        cached_on[key].add(r.headers["X-Replica"])
+            if cached_everywhere(cached_on):
+                break
+        assert cached_everywhere(cached_on), cached_on
 
         loop = asyncio.get_running_loop()
-        async with http.post("/reviews", json=new_review(product, rating=1)) as r:
-            assert r.status == 201
-            new_id = int(r.headers["Location"].rsplit("/", 1)[1])
-        acknowledged = loop.time()
-        ones = str(int(old["meta"][1]["ratings"].get("1", "0")) + 1)
+        acknowledged: dict[int, float] = {}
+        new_ids: dict[int, int] = {}
+        for product in owned.values():
+            async with http.post("/reviews", json=new_review(product, rating=1)) as r:
+                assert r.status == 201
+                new_ids[product["id"]] = int(r.headers["Location"].rsplit("/", 1)[1])
+            acknowledged[product["id"]] = loop.time()
+        acknowledged[0] = max(acknowledged.values())  # the batch's: the last of the three writes
+        ones = {pid: str(int(old["meta", pid][1]["ratings"].get("1", "0")) + 1) for pid in new_ids}
 
-        def fresh(name: str, body: dict) -> bool:
-            if name == "meta":
-                return bool(body["ratings"].get("1") == ones)
-            return bool(body["results"][0]["review_id"] == new_id)
+        def fresh(kind: str, pid: int, body: dict) -> bool:
+            if kind == "meta":
+                return bool(body["ratings"].get("1") == ones[pid])
+            if kind == "batch":
+                return all(m["ratings"].get("1") == ones[int(m["product_id"])] for m in body["results"])
+            return bool(body["results"][0]["review_id"] == new_ids[pid])
 
-        # (seconds after the acknowledgement, replica, fresh); the old ETag is sent, so an old answer
-        # comes back as 304 and a new one as 200 with its body.
+        # (seconds after the product's write was acknowledged, replica, fresh); the old ETag is sent, so
+        # an old answer comes back as 304 and a new one as 200 with its body.
         seen: list[tuple[float, str, bool]] = []
         for _ in range(20_000):  # until the window ends (cached answers come fast); a count bound too
-            for name, path in paths.items():
-                headers = {"If-None-Match": old[name][0]}
-                async with http.get(path, params=params[name], headers=headers) as r:
+            for (kind, pid), (path, params) in reads.items():
+                headers = {"If-None-Match": old[kind, pid][0]}
+                async with http.get(path, params=params, headers=headers) as r:
                     assert r.status in (200, 304)
-                    is_fresh = r.status == 200 and fresh(name, await r.json())
-                    seen.append((loop.time() - acknowledged, r.headers["X-Replica"], is_fresh))
-            if seen[-1][0] > STALENESS_BOUND + 0.5:
+                    is_fresh = r.status == 200 and fresh(kind, pid, await r.json())
+                    seen.append((loop.time() - acknowledged[pid], r.headers["X-Replica"], is_fresh))
+            if loop.time() - max(acknowledged.values()) > STALENESS_BOUND + 0.5:
                 break
         stale_after_bound = [entry for entry in seen if entry[0] > STALENESS_BOUND and not entry[2]]
         assert not stale_after_bound, stale_after_bound
-        assert {replica for after, replica, _ in seen if after > STALENESS_BOUND} == set(cached_on["meta"])
+        assert {replica for after, replica, _ in seen if after > STALENESS_BOUND} == set(owned)
         stale = [after for after, _, is_fresh in seen if not is_fresh]
         print(
             f"old answers after the write: {len(stale)}, the last {max(stale, default=0) * 1000:.1f} ms after"
         )
 
-    async def test_taking_a_replica_away_while_requests_flow_fails_no_get(self, http, deployment, product):
+    async def test_taking_a_replica_away_while_requests_flow_fails_no_get(self, http, deployment, owned):
+        """Whichever replica goes, one of these products is its own: nginx passes that product's reads
+        to the next replica on its ring, and the others' reads stay where they were."""
         statuses: list[int] = []
         failures: list[tuple] = []
+        product_ids = [product["id"] for product in owned.values()]
 
         async def reader(n: int) -> None:
-            for _ in range(n):
-                async with http.get("/reviews", params={"product_id": product["id"], "sort": "newest"}) as r:
+            for i in range(n):
+                params = {"product_id": product_ids[i % len(product_ids)], "sort": "newest"}
+                async with http.get("/reviews", params=params) as r:
                     body = await r.read()
                     statuses.append(r.status)
                     if r.status != 200:

@@ -28,13 +28,19 @@ async def test_sigterm_and_restart_of_a_replica_under_steady_gets_fails_nothing(
     stop = asyncio.Event()
 
     async def reader(http: aiohttp.ClientSession, n: int) -> None:
-        params = [{"product_id": "1", "count": "1000"}, {"product_id": str(n + 2)}]
+        # A product's reads go to one replica (NGINX_READ_ROUTING=product); a batch of summaries to
+        # any, so the restarted replica is asked again whichever products it owns.
+        requests = [
+            ("/reviews", {"product_id": "1", "count": "1000"}),
+            ("/reviews/meta", {"product_id": str(n + 2)}),
+            ("/reviews/meta/batch", {"product_ids": f"1,{n + 2}"}),
+        ]
         i = 0
         while not stop.is_set():
-            path = "/reviews" if i % 2 == 0 else "/reviews/meta"
+            path, params = requests[i % len(requests)]
             i += 1
             try:
-                async with http.get(path, params=params[i % 2]) as r:
+                async with http.get(path, params=params) as r:
                     body = await r.read()
                     if r.status == 200:
                         served.append((time.monotonic(), r.headers.get("X-Replica", "")))
