@@ -1,0 +1,213 @@
+"""How nginx routes a product's reads (NGINX_READ_ROUTING): `least_conn` against `product`, on the same
+replicas and the same data, in alternating rounds of one run. Loopback only, bounded in time; part of
+`make bench`.
+
+    .venv/bin/python bench/routing.py                        # 100,000 products, about 3 minutes
+    .venv/bin/python bench/routing.py --products 1000011     # full scale (the load takes longer)
+
+Why: bench/http_bench.py's ratio moves with the machine's state by more than routing changes it (its
+static peak moved by 44% between runs of one evening), so two runs of it, one per setting, cannot tell
+the settings apart. Here both settings serve the same traffic on one stack, a round of each in turn, so
+that the machine's drift falls on both.
+
+How: a fresh database (`atelier_bench_routing`) loaded with a generated export, three `atelier-api`
+replicas (a least-privileged role, as `make up`'s), and two nginx load balancers in front of the same
+replicas, rendered from the project's template with NGINX_READ_ROUTING=least_conn and =product (rate
+limit lifted). Each round empties every replica's cache (NOTIFY '*', as a load does), then drives one
+balancer with bench/chaos.py's closed-loop mix (about 70% GET /reviews, 25% /reviews/meta, 5% writes,
+Zipf-skewed products) at --concurrency for --seconds, from the same random seed as the other setting's
+round. Per round: throughput, p99, errors, the replicas' cache hit rate, and the CPU time per request of
+the replicas, PostgreSQL and nginx (the server side, from /proc) and of this script. The two settings
+are compared by the medians of their rounds, and by the median of the pairs' ratios.
+
+PostgreSQL is BENCH_DATABASE_URL or DATABASE_URL (a role that may CREATE DATABASE), else an embedded
+server in $DATA_DIR/bench-pg. Results: bench/results/routing.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import signal
+import statistics
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import chaos  # (bench/chaos.py: traffic mix, closed-loop ramp, stack start-up)
+from chaos import ROOT, stack
+
+DB_NAME = "atelier_bench_routing"
+SETTINGS = ("least_conn", "product")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def log(message: str) -> None:
+    print(f"routing: {message}", flush=True)
+
+
+def cpu_by_group(own_pid: int) -> Counter[str]:
+    """CPU seconds (user + system) of every process so far: replicas, PostgreSQL, nginx, this script."""
+    groups: Counter[str] = Counter()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # gone meanwhile
+        seconds = (int(fields[11]) + int(fields[12])) / TICKS
+        if int(entry.name) == own_pid:
+            groups["generator"] += seconds
+        elif "atelier-api" in command:
+            groups["replicas"] += seconds
+        elif command.startswith("nginx"):
+            groups["nginx"] += seconds
+        elif "postgres" in command:
+            groups["postgres"] += seconds
+    return groups
+
+
+def start_balancer(running: chaos.Stack, routing: str, ports: list[int]) -> str:
+    """A second nginx in front of the same replicas, rendered from the project's template with
+    NGINX_READ_ROUTING=routing."""
+    prefix, http_port = stack.RUN_DIR / f"bench-routing-{routing}", chaos.free_port()
+    stack.render_nginx(prefix, ports, http_port, chaos.UNLIMITED | {"NGINX_READ_ROUTING": routing})
+    command = [stack.nginx_binary(), "-p", str(prefix), "-c", "nginx.conf", "-g", "daemon off;"]
+    running.processes.append(stack.start(f"nginx-{routing}", command, running.env))
+    stack.wait_for_port(http_port, running.processes[-1][1], f"nginx ({routing})")
+    return f"http://127.0.0.1:{http_port}"
+
+
+async def one_round(
+    session: aiohttp.ClientSession,
+    base: str,
+    ports: list[int],
+    db_url: str,
+    args: argparse.Namespace,
+    seed: int,
+) -> dict[str, Any]:
+    conn = await asyncpg.connect(db_url)
+    try:
+        await conn.execute("SELECT pg_notify('atelier_changes', '*')")  # every replica empties its cache
+    finally:
+        await conn.close()
+    await asyncio.sleep(1)
+    random.seed(seed)  # the same traffic for both settings' rounds
+    traffic = chaos.Traffic(args.products, run_id=f"routing-{os.getpid()}-{seed}-{base.rsplit(':', 1)[1]}")
+    lookups, cpu = await chaos.cache_lookups(session, ports), cpu_by_group(os.getpid())
+    (step,) = await chaos.ramp(session, base, traffic, [args.concurrency], args.seconds)
+    used = {group: seconds - cpu[group] for group, seconds in cpu_by_group(os.getpid()).items()}
+    cache = chaos.hit_rate(lookups, await chaos.cache_lookups(session, ports))
+    per_request = {group: round(1e6 * used.get(group, 0.0) / step["requests"]) for group in used}
+    server = sum(per_request.get(group, 0) for group in ("replicas", "postgres", "nginx"))
+    return step | {
+        "hit_rate_pct": cache["hit_rate_pct"],
+        "cpu_us_per_request": per_request,
+        "server_us": server,
+    }
+
+
+async def measure(
+    args: argparse.Namespace, bases: dict[str, str], ports: list[int], db_url: str
+) -> dict[str, Any]:
+    rounds: dict[str, list[dict[str, Any]]] = {routing: [] for routing in SETTINGS}
+    connector = aiohttp.TCPConnector(limit=args.concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for number in range(1, args.rounds + 1):
+            order = SETTINGS if number % 2 else tuple(reversed(SETTINGS))
+            for routing in order:
+                result = await one_round(session, bases[routing], ports, db_url, args, seed=1000 + number)
+                rounds[routing].append(result)
+                log(
+                    f"round {number} {routing:10s} {result['throughput_rps']:7.1f} req/s  "
+                    f"p99 {result['p99_ms']} ms  errors {result['errors']}  hits {result['hit_rate_pct']}%  "
+                    f"server {result['server_us']} µs/request {result['cpu_us_per_request']}"
+                )
+    pairs = list(zip(rounds["least_conn"], rounds["product"], strict=True))
+    summary = {
+        routing: {
+            "throughput_rps": statistics.median(r["throughput_rps"] for r in rs),
+            "p99_ms": statistics.median(r["p99_ms"] for r in rs),
+            "hit_rate_pct": statistics.median(r["hit_rate_pct"] for r in rs),
+            "server_us_per_request": statistics.median(r["server_us"] for r in rs),
+            "errors": sum(r["errors"] for r in rs),
+        }
+        for routing, rs in rounds.items()
+    }
+    return {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()} ({os.cpu_count()} cores)",
+        "products": args.products,
+        "concurrency": args.concurrency,
+        "seconds_per_round": args.seconds,
+        "rounds": rounds,
+        "median": summary,
+        "product_over_least_conn": {
+            "throughput": round(
+                statistics.median(p["throughput_rps"] / lc["throughput_rps"] for lc, p in pairs), 3
+            ),
+            "server_cpu_per_request": round(
+                statistics.median(p["server_us"] / lc["server_us"] for lc, p in pairs), 3
+            ),
+            "pairs_with_more_throughput": sum(p["throughput_rps"] > lc["throughput_rps"] for lc, p in pairs),
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--products", type=int, default=100_000, help="products in the generated export")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds per setting, alternating (1-20)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="seconds per round (5-60)")
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight (1-256)")
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    if not 1 <= args.rounds <= 20 or not 5 <= args.seconds <= 60 or not 1 <= args.concurrency <= 256:
+        parser.error("--rounds 1-20, --seconds 5-60, --concurrency 1-256")
+    signal.signal(signal.SIGINT, stack.interrupt)
+    signal.signal(signal.SIGTERM, stack.interrupt)
+    budget = 60 + 2 * args.rounds * (args.seconds + chaos.ATTEMPT_TIMEOUT + 15)
+    with (
+        chaos.ends_cleanly(log, budget),
+        stack.database(("BENCH_DATABASE_URL", "DATABASE_URL"), "bench-pg") as server_url,
+        stack.supervised() as processes,
+    ):
+        os.environ["NGINX_READ_ROUTING"] = "least_conn"  # for loaded_stack's own balancer
+        running, least_conn_base, db_url = chaos.loaded_stack(
+            server_url, processes, stack.nginx_binary(), DB_NAME, args.products, "bench", "atelier_api_bench"
+        )
+        ports = [replica.port for replica in running.replicas]
+        bases = {"least_conn": least_conn_base, "product": start_balancer(running, "product", ports)}
+        result = asyncio.run(asyncio.wait_for(measure(args, bases, ports, db_url), budget))
+    print()
+    print(f"  {'setting':12s}{'req/s':>9s}{'p99 ms':>9s}{'hits %':>9s}{'server µs/req':>15s}{'errors':>8s}")
+    for routing, row in result["median"].items():
+        print(
+            f"  {routing:12s}{row['throughput_rps']:9.1f}{row['p99_ms']:9.1f}{row['hit_rate_pct']:9.1f}"
+            f"{row['server_us_per_request']:15.0f}{row['errors']:8d}"
+        )
+    ratios = result["product_over_least_conn"]
+    print(
+        f"\n  product / least_conn (median of {args.rounds} pairs): throughput {ratios['throughput']:.2f}x, "
+        f"server CPU per request {ratios['server_cpu_per_request']:.2f}x; "
+        f"product ahead in {ratios['pairs_with_more_throughput']} of {args.rounds} pairs"
+    )
+    print(f"\n  written to {chaos.save_results(args.results, 'routing.json', result)}")
+    errors = sum(row["errors"] for row in result["median"].values())
+    chaos.print_verdicts({"zero_errors": errors == 0})
+    if errors:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
