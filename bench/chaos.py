@@ -342,6 +342,32 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def cpu_by_group(own_pid: int) -> Counter[str]:
+    """CPU seconds (user + system) of every process so far, summed by what it is."""
+    groups: Counter[str] = Counter()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # gone meanwhile
+        seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        if int(entry.name) == own_pid:
+            group = "load generator (this script)"
+        elif "atelier-api" in command:
+            group = "API replicas"
+        elif command.startswith("nginx"):
+            group = "nginx"
+        elif "postgres" in command:
+            group = "PostgreSQL"
+        else:
+            group = "other"
+        groups[group] += seconds
+    return groups
+
+
 def rss_bytes(pid: int) -> int | None:
     try:
         import psutil

@@ -37,7 +37,6 @@ import chaos  # (bench/chaos.py: traffic mix, closed loop, stack start-up)
 from chaos import ROOT, stack
 
 DB_NAME = "atelier_bench_profile"
-TICKS = os.sysconf("SC_CLK_TCK")
 # A sample whose innermost Python frame is the event loop's run call is time in uvloop's C code (socket
 # I/O, the HTTP parser's C part, callbacks) with no Python frame above it.
 EVENT_LOOP = ("asyncio/runners.py", "asyncio/base_events.py")
@@ -52,32 +51,6 @@ LAYERS = (
     ("prometheus_client", ("prometheus_client/",)),
     ("orjson", ("orjson",)),
 )
-
-
-def cpu_by_group(own_pid: int) -> Counter[str]:
-    """CPU seconds (user + system) of every process so far, summed by what it is."""
-    groups: Counter[str] = Counter()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue  # gone meanwhile
-        seconds = (int(fields[11]) + int(fields[12])) / TICKS
-        if int(entry.name) == own_pid:
-            group = "load generator (this script)"
-        elif "atelier-api" in command:
-            group = "API replicas"
-        elif command.startswith("nginx"):
-            group = "nginx"
-        elif "postgres" in command:
-            group = "PostgreSQL"
-        else:
-            group = "other"
-        groups[group] += seconds
-    return groups
 
 
 def summarize_stacks(raw: Path) -> dict[str, Any]:
@@ -153,14 +126,14 @@ def main() -> None:
         )
         ports = [replica.port for replica in running.replicas]
         replica = running.replicas[0].process
-        before, began = cpu_by_group(os.getpid()), time.monotonic()
+        before, began = chaos.cpu_by_group(os.getpid()), time.monotonic()
         sampler = subprocess.Popen(
             [py_spy, "record", "--pid", str(replica.pid), "--rate", "100", "--format", "raw",
              "--duration", str(int(args.seconds)), "--output", str(raw), "--nonblocking"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         step, cache = asyncio.run(drive(base, ports, args.products, args.concurrency, args.seconds))
-        after, elapsed = cpu_by_group(os.getpid()), time.monotonic() - began
+        after, elapsed = chaos.cpu_by_group(os.getpid()), time.monotonic() - began
         _, errors = sampler.communicate(timeout=args.seconds + 30)
         if sampler.returncode != 0:
             raise SystemExit(f"py-spy failed: {errors.decode(errors='replace').strip()}")

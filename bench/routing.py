@@ -33,7 +33,6 @@ import platform
 import random
 import signal
 import statistics
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,34 +44,11 @@ from chaos import ROOT, stack
 
 DB_NAME = "atelier_bench_routing"
 SETTINGS = ("least_conn", "product")
-TICKS = os.sysconf("SC_CLK_TCK")
+SERVER_SIDE = ("API replicas", "PostgreSQL", "nginx")  # chaos.cpu_by_group's groups
 
 
 def log(message: str) -> None:
     print(f"routing: {message}", flush=True)
-
-
-def cpu_by_group(own_pid: int) -> Counter[str]:
-    """CPU seconds (user + system) of every process so far: replicas, PostgreSQL, nginx, this script."""
-    groups: Counter[str] = Counter()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue  # gone meanwhile
-        seconds = (int(fields[11]) + int(fields[12])) / TICKS
-        if int(entry.name) == own_pid:
-            groups["generator"] += seconds
-        elif "atelier-api" in command:
-            groups["replicas"] += seconds
-        elif command.startswith("nginx"):
-            groups["nginx"] += seconds
-        elif "postgres" in command:
-            groups["postgres"] += seconds
-    return groups
 
 
 def start_balancer(running: chaos.Stack, routing: str, ports: list[int]) -> str:
@@ -102,12 +78,12 @@ async def one_round(
     await asyncio.sleep(1)
     random.seed(seed)  # the same traffic for both settings' rounds
     traffic = chaos.Traffic(args.products, run_id=f"routing-{os.getpid()}-{seed}-{base.rsplit(':', 1)[1]}")
-    lookups, cpu = await chaos.cache_lookups(session, ports), cpu_by_group(os.getpid())
+    lookups, cpu = await chaos.cache_lookups(session, ports), chaos.cpu_by_group(os.getpid())
     (step,) = await chaos.ramp(session, base, traffic, [args.concurrency], args.seconds)
-    used = {group: seconds - cpu[group] for group, seconds in cpu_by_group(os.getpid()).items()}
+    used = {group: seconds - cpu[group] for group, seconds in chaos.cpu_by_group(os.getpid()).items()}
     cache = chaos.hit_rate(lookups, await chaos.cache_lookups(session, ports))
-    per_request = {group: round(1e6 * used.get(group, 0.0) / step["requests"]) for group in used}
-    server = sum(per_request.get(group, 0) for group in ("replicas", "postgres", "nginx"))
+    per_request = {group: round(1e6 * seconds / step["requests"]) for group, seconds in used.items()}
+    server = sum(per_request.get(group, 0) for group in SERVER_SIDE)
     return step | {
         "hit_rate_pct": cache["hit_rate_pct"],
         "cpu_us_per_request": per_request,
