@@ -74,7 +74,7 @@ class BalancedDeploymentSuite:
     @pytest.fixture
     async def owned(self, http: aiohttp.ClientSession) -> dict[str, dict]:
         """A product with reviews and characteristics per replica, keyed by the replica that nginx sends
-        its reads to (NGINX_READ_ROUTING=product, the default: a consistent hash of the product id)."""
+        its reads to (NGINX_READ_ROUTING=product, the default: a hash of the product id)."""
         products: dict[str, dict] = {}
         for product_id in range(1, 301):
             found = await described(http, product_id)
