@@ -2,7 +2,7 @@
 replicas and the same data, in alternating rounds of one run. Loopback only, bounded in time; part of
 `make bench`.
 
-    .venv/bin/python bench/routing.py                        # 100,000 products, about 3 minutes
+    .venv/bin/python bench/routing.py                        # 100,000 products, about 5 minutes
     .venv/bin/python bench/routing.py --products 1000011     # full scale (the load takes longer)
 
 Why: bench/http_bench.py's ratio moves with the machine's state by more than routing changes it (its
@@ -17,8 +17,12 @@ limit lifted). Each round empties every replica's cache (NOTIFY '*', as a load d
 balancer with bench/chaos.py's closed-loop mix (about 70% GET /reviews, 25% /reviews/meta, 5% writes,
 Zipf-skewed products) at --concurrency for --seconds, from the same random seed as the other setting's
 round. Per round: throughput, p99, errors, the replicas' cache hit rate, and the CPU time per request of
-the replicas, PostgreSQL and nginx (the server side, from /proc) and of this script. The two settings
-are compared by the medians of their rounds, and by the median of the pairs' ratios.
+the replicas, PostgreSQL and nginx (the server side, from /proc) and of this script. Then, on the caches
+that closed loop filled, an open loop (bench/http_bench.py's) for --open-seconds at one rate for every
+round, --open-load (70%) of the first round's least_conn throughput: the tail at a fixed rate, where
+least_conn can steer around a busy replica and routing by product cannot. The two settings are compared
+by the medians of their rounds, and by the pairs: the median of their throughput ratios, and how many
+pairs each setting leads.
 
 PostgreSQL is BENCH_DATABASE_URL or DATABASE_URL (a role that may CREATE DATABASE), else an embedded
 server in $DATA_DIR/bench-pg. Results: bench/results/routing.json.
@@ -40,6 +44,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import chaos  # (bench/chaos.py: traffic mix, closed-loop ramp, stack start-up)
+import http_bench  # (bench/http_bench.py: its open loop)
 from chaos import ROOT, stack
 
 DB_NAME = "atelier_bench_routing"
@@ -69,7 +74,10 @@ async def one_round(
     db_url: str,
     args: argparse.Namespace,
     seed: int,
+    open_rate: float | None,
 ) -> dict[str, Any]:
+    """A closed loop from an empty cache, then an open loop at `open_rate` (None: at --open-load of this
+    round's closed-loop throughput)."""
     conn = await asyncpg.connect(db_url)
     try:
         await conn.execute("SELECT pg_notify('atelier_changes', '*')")  # every replica empties its cache
@@ -84,10 +92,13 @@ async def one_round(
     cache = chaos.hit_rate(lookups, await chaos.cache_lookups(session, ports))
     per_request = {group: round(1e6 * seconds / step["requests"]) for group, seconds in used.items()}
     server = sum(per_request.get(group, 0) for group in SERVER_SIDE)
+    rate = open_rate or args.open_load * step["throughput_rps"]
+    open_loop = await http_bench.open_loop(session, base, traffic, rate, args.open_seconds)
     return step | {
         "hit_rate_pct": cache["hit_rate_pct"],
         "cpu_us_per_request": per_request,
         "server_us": server,
+        "open_loop": open_loop,
     }
 
 
@@ -95,17 +106,25 @@ async def measure(
     args: argparse.Namespace, bases: dict[str, str], ports: list[int], db_url: str
 ) -> dict[str, Any]:
     rounds: dict[str, list[dict[str, Any]]] = {routing: [] for routing in SETTINGS}
-    connector = aiohttp.TCPConnector(limit=args.concurrency)
+    # Every open loop runs at one rate: --open-load of the first round's least_conn throughput.
+    open_rate: float | None = None
+    connector = aiohttp.TCPConnector(limit=http_bench.MAX_IN_FLIGHT)
     async with aiohttp.ClientSession(connector=connector) as session:
         for number in range(1, args.rounds + 1):
             order = SETTINGS if number % 2 else tuple(reversed(SETTINGS))
             for routing in order:
-                result = await one_round(session, bases[routing], ports, db_url, args, seed=1000 + number)
+                result = await one_round(
+                    session, bases[routing], ports, db_url, args, 1000 + number, open_rate
+                )
+                open_rate = result["open_loop"]["rate_rps"]
                 rounds[routing].append(result)
+                opened = result["open_loop"]
                 log(
                     f"round {number} {routing:10s} {result['throughput_rps']:7.1f} req/s  "
                     f"p99 {result['p99_ms']} ms  errors {result['errors']}  hits {result['hit_rate_pct']}%  "
-                    f"server {result['server_us']} µs/request {result['cpu_us_per_request']}"
+                    f"server {result['server_us']} µs/request {result['cpu_us_per_request']}; "
+                    f"open loop {opened['rate_rps']} req/s: p99 {opened['p99_ms']} ms, "
+                    f"errors {opened['errors']}, shed {opened['shed']}"
                 )
     pairs = list(zip(rounds["least_conn"], rounds["product"], strict=True))
     summary = {
@@ -114,7 +133,9 @@ async def measure(
             "p99_ms": statistics.median(r["p99_ms"] for r in rs),
             "hit_rate_pct": statistics.median(r["hit_rate_pct"] for r in rs),
             "server_us_per_request": statistics.median(r["server_us"] for r in rs),
-            "errors": sum(r["errors"] for r in rs),
+            "open_loop_p99_ms": statistics.median(r["open_loop"]["p99_ms"] for r in rs),
+            "errors": sum(r["errors"] + r["open_loop"]["errors"] for r in rs),
+            "shed": sum(r["open_loop"]["shed"] for r in rs),
         }
         for routing, rs in rounds.items()
     }
@@ -124,6 +145,7 @@ async def measure(
         "products": args.products,
         "concurrency": args.concurrency,
         "seconds_per_round": args.seconds,
+        "open_loop": {"rate_rps": open_rate, "seconds": args.open_seconds},
         "rounds": rounds,
         "median": summary,
         "product_over_least_conn": {
@@ -134,6 +156,9 @@ async def measure(
                 statistics.median(p["server_us"] / lc["server_us"] for lc, p in pairs), 3
             ),
             "pairs_with_more_throughput": sum(p["throughput_rps"] > lc["throughput_rps"] for lc, p in pairs),
+            "pairs_with_a_lower_open_loop_p99": sum(
+                p["open_loop"]["p99_ms"] < lc["open_loop"]["p99_ms"] for lc, p in pairs
+            ),
         },
     }
 
@@ -146,13 +171,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6, help="rounds per setting, alternating (1-20)")
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds per round (5-60)")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight (1-256)")
+    parser.add_argument("--open-seconds", type=float, default=10.0, help="seconds of each open loop (1-60)")
+    parser.add_argument(
+        "--open-load", type=float, default=0.7, help="open-loop rate: this fraction of round 1"
+    )
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     if not 1 <= args.rounds <= 20 or not 5 <= args.seconds <= 60 or not 1 <= args.concurrency <= 256:
         parser.error("--rounds 1-20, --seconds 5-60, --concurrency 1-256")
+    if not 1 <= args.open_seconds <= 60 or not 0.1 <= args.open_load <= 1.0:
+        parser.error("--open-seconds 1-60, --open-load 0.1-1.0")
     signal.signal(signal.SIGINT, stack.interrupt)
     signal.signal(signal.SIGTERM, stack.interrupt)
-    budget = 60 + 2 * args.rounds * (args.seconds + chaos.ATTEMPT_TIMEOUT + 15)
+    budget = 60 + 2 * args.rounds * (args.seconds + args.open_seconds + 2 * chaos.ATTEMPT_TIMEOUT + 15)
     with (
         chaos.ends_cleanly(log, budget),
         stack.database(("BENCH_DATABASE_URL", "DATABASE_URL"), "bench-pg") as server_url,
@@ -166,17 +197,22 @@ def main() -> None:
         bases = {"least_conn": least_conn_base, "product": start_balancer(running, "product", ports)}
         result = asyncio.run(asyncio.wait_for(measure(args, bases, ports, db_url), budget))
     print()
-    print(f"  {'setting':12s}{'req/s':>9s}{'p99 ms':>9s}{'hits %':>9s}{'server µs/req':>15s}{'errors':>8s}")
+    print(
+        f"  {'setting':12s}{'req/s':>9s}{'p99 ms':>9s}{'hits %':>9s}{'server µs/req':>15s}"
+        f"{'open p99 ms':>13s}{'errors':>8s}{'shed':>6s}"
+    )
     for routing, row in result["median"].items():
         print(
             f"  {routing:12s}{row['throughput_rps']:9.1f}{row['p99_ms']:9.1f}{row['hit_rate_pct']:9.1f}"
-            f"{row['server_us_per_request']:15.0f}{row['errors']:8d}"
+            f"{row['server_us_per_request']:15.0f}{row['open_loop_p99_ms']:13.1f}{row['errors']:8d}{row['shed']:6d}"
         )
+    print(f"  (medians of the rounds; every open loop at {result['open_loop']['rate_rps']} req/s)")
     ratios = result["product_over_least_conn"]
     print(
         f"\n  product / least_conn (median of {args.rounds} pairs): throughput {ratios['throughput']:.2f}x, "
         f"server CPU per request {ratios['server_cpu_per_request']:.2f}x; "
-        f"product ahead in {ratios['pairs_with_more_throughput']} of {args.rounds} pairs"
+        f"product ahead in {ratios['pairs_with_more_throughput']} of {args.rounds} pairs, "
+        f"with the lower open-loop p99 in {ratios['pairs_with_a_lower_open_loop_p99']}"
     )
     print(f"\n  written to {chaos.save_results(args.results, 'routing.json', result)}")
     errors = sum(row["errors"] for row in result["median"].values())
