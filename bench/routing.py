@@ -44,7 +44,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import chaos  # (bench/chaos.py: traffic mix, closed-loop ramp, stack start-up)
-import http_bench  # (bench/http_bench.py: its open loop)
+import http_bench  # (bench/http_bench.py: its open loop, starting an nginx)
 from chaos import ROOT, stack
 
 DB_NAME = "atelier_bench_routing"
@@ -61,9 +61,9 @@ def start_balancer(running: chaos.Stack, routing: str, ports: list[int]) -> str:
     NGINX_READ_ROUTING=routing."""
     prefix, http_port = stack.RUN_DIR / f"bench-routing-{routing}", chaos.free_port()
     stack.render_nginx(prefix, ports, http_port, chaos.UNLIMITED | {"NGINX_READ_ROUTING": routing})
-    command = [stack.nginx_binary(), "-p", str(prefix), "-c", "nginx.conf", "-g", "daemon off;"]
-    running.processes.append(stack.start(f"nginx-{routing}", command, running.env))
-    stack.wait_for_port(http_port, running.processes[-1][1], f"nginx ({routing})")
+    http_bench.start_nginx(
+        stack.nginx_binary(), prefix, f"nginx-{routing}", http_port, running.processes, running.env
+    )
     return f"http://127.0.0.1:{http_port}"
 
 
