@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import asyncpg
 import pytest
@@ -83,6 +83,31 @@ async def test_response_text_date_in_utc_with_milliseconds_and_no_photos(
     assert item["response"] == "Thanks for your review!"
     assert item["date"] == "2022-12-31T23:59:59.999Z"  # truncated, never rounded into the next year
     assert item["photos"] == []
+
+
+@pytest.mark.parametrize(
+    ("stored", "printed"),
+    [
+        # A moment given in another zone is printed in UTC.
+        (
+            datetime(2021, 6, 1, 1, 30, 0, 250000, tzinfo=timezone(timedelta(hours=2))),
+            "2021-05-31T23:30:00.250Z",
+        ),
+        # Four digits of year, as JavaScript's toISOString prints years 0-9999 (strftime's %Y does not pad).
+        (datetime(999, 3, 4, 5, 6, 7, 8000, tzinfo=UTC), "0999-03-04T05:06:07.008Z"),
+        (datetime(2020, 2, 29, 0, 0, 0, 999, tzinfo=UTC), "2020-02-29T00:00:00.000Z"),
+    ],
+)
+async def test_dates_are_printed_as_javascripts_to_iso_string(
+    client: Client, db: asyncpg.Connection, stored: datetime, printed: str
+) -> None:
+    review_id = await factories.review(db, 8, date=stored)
+
+    (item,) = (await get_reviews(client, product_id=8))["results"]
+    single = await client.get(f"/reviews/{review_id}")
+
+    assert item["date"] == printed
+    assert (await single.json())["date"] == printed
 
 
 async def test_photos_belong_to_their_review_in_id_order(client: Client, db: asyncpg.Connection) -> None:

@@ -338,6 +338,9 @@ def _review(row: asyncpg.Record) -> Json:
 
 
 def _iso_date(date: datetime) -> str:
-    """UTC with milliseconds and Z, as JavaScript's Date.toISOString() prints it."""
-    utc = date.astimezone(UTC)
-    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
+    """UTC with milliseconds (truncated) and Z, as JavaScript's Date.toISOString() prints it, four
+    digits of year included. asyncpg gives timestamptz in UTC already; isoformat() is C and takes half
+    the time of strftime's format, which was 6.7% of a reviews miss's samples (docs/tuning.md)."""
+    if date.utcoffset():
+        date = date.astimezone(UTC)
+    return date.isoformat(timespec="milliseconds")[:-6] + "Z"  # "+00:00" is the last 6 characters
