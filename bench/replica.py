@@ -18,6 +18,13 @@ connections, each request with an X-Request-Id as nginx sends; a server's CPU ti
 machine's drift falls on both: the app's own cost is the median of the rounds' differences (replica minus
 the bare app measured right after it), the ratio the median of their ratios.
 
+Then, on the same replica, what a cache miss costs against a hit, and what fewer requests in flight
+cost: --kind-requests reads of each kind (GET /reviews, GET /reviews/meta) as hits (the cached products)
+and as misses (products not read before, each once; every answer checked to be one by its X-Cache
+header), in turn; then hits from 1, 4 and CONNECTIONS connections. Through nginx, three replicas share
+two cores with PostgreSQL, nginx and the load generator: each replica gets few requests per wake-up, and
+`bench/profile.py` measures about twice this part's CPU per request for the same mix.
+
 PostgreSQL is BENCH_DATABASE_URL or DATABASE_URL (a role that may CREATE DATABASE), else an embedded
 server in $DATA_DIR/bench-pg. Results: bench/results/replica.json.
 """
@@ -88,8 +95,16 @@ def mix_urls(products: int) -> list[str]:
     return urls
 
 
-async def hammer(session: aiohttp.ClientSession, base: str, urls: list[str], requests: int) -> int:
-    """Send `requests` GETs over the URLs in turn from CONNECTIONS workers; returns non-200 answers."""
+async def hammer(
+    session: aiohttp.ClientSession,
+    base: str,
+    urls: list[str],
+    requests: int,
+    connections: int = CONNECTIONS,
+    expect: str | None = None,
+) -> int:
+    """Send `requests` GETs over the URLs in turn from `connections` workers; returns the answers that
+    were not 200 (or, with `expect`, whose X-Cache was not that)."""
     serial = iter(range(requests))
     failed = 0
 
@@ -99,10 +114,57 @@ async def hammer(session: aiohttp.ClientSession, base: str, urls: list[str], req
             headers = {"X-Request-Id": f"bench-replica-{i}"}
             async with session.get(base + urls[i % len(urls)], headers=headers) as response:
                 await response.read()
-                failed += response.status != 200
+                cache = response.headers.get("X-Cache")
+                failed += response.status != 200 or (expect is not None and cache != expect)
 
-    await asyncio.gather(*(worker() for _ in range(CONNECTIONS)))
+    await asyncio.gather(*(worker() for _ in range(connections)))
     return failed
+
+
+async def cpu_per_request(
+    session: aiohttp.ClientSession,
+    base: str,
+    pid: int,
+    urls: list[str],
+    requests: int,
+    connections: int = CONNECTIONS,
+    expect: str | None = None,
+) -> float:
+    """The server's CPU time per request (µs) over one `hammer`; every answer must be as expected."""
+    cpu = cpu_seconds(pid)
+    failed = await hammer(session, base, urls, requests, connections, expect)
+    if failed:
+        raise SystemExit(f"replica: {failed} of {requests} answers were not 200 {expect or ''}")
+    return round(1e6 * (cpu_seconds(pid) - cpu) / requests, 1)
+
+
+async def misses_and_wakeups(
+    session: aiohttp.ClientSession, base: str, pid: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """A miss against a hit per kind (products beyond --urls, each read once), then hits at fewer
+    connections: the replica's CPU per request for each."""
+    n = args.kind_requests
+    fresh = iter(range(args.urls + 1, args.products + 1))
+    hot = range(1, args.urls + 1)
+    kinds = {
+        "reviews": "/reviews?product_id={}&sort=relevant&count=5",
+        "meta": "/reviews/meta?product_id={}",
+    }
+    result: dict[str, Any] = {}
+    for kind, url in kinds.items():
+        hits = [url.format(hot[i % len(hot)]) for i in range(n)]
+        misses = [url.format(next(fresh)) for _ in range(n)]
+        hit = await cpu_per_request(session, base, pid, hits, n, expect="hit")
+        miss = await cpu_per_request(session, base, pid, misses, n, expect="miss")
+        result[kind] = {"hit_us": hit, "miss_us": miss, "miss_over_hit": round(miss / hit, 2)}
+        log(f"{kind:7s}: a hit {hit:6.1f} µs CPU, a miss {miss:6.1f} µs ({miss / hit:.1f}x)")
+    hits = [kinds["reviews"].format(hot[i % len(hot)]) for i in range(n)]
+    result["hits_by_connections"] = {}
+    for connections in (1, 4, CONNECTIONS):
+        used = await cpu_per_request(session, base, pid, hits, n, connections, expect="hit")
+        result["hits_by_connections"][connections] = used
+        log(f"hits from {connections:2d} connections: {used:6.1f} µs CPU per request")
+    return result
 
 
 async def measure(args: argparse.Namespace, api: tuple[int, int], bare_app: Any) -> dict[str, Any]:
@@ -142,6 +204,7 @@ async def measure(args: argparse.Namespace, api: tuple[int, int], bare_app: Any)
                     f"round {round_number} {name:4s}: {1e6 * used / args.requests:6.1f} µs CPU per request, "
                     f"{args.requests / elapsed:7.0f} req/s"
                 )
+        kinds = await misses_and_wakeups(session, api_base, api_pid, args)
     median = {name: statistics.median(r["cpu_us_per_request"] for r in rs) for name, rs in rounds.items()}
     # Each round's replica against the bare app measured right after it: the pairs share the machine's state.
     paired = [
@@ -159,6 +222,8 @@ async def measure(args: argparse.Namespace, api: tuple[int, int], bare_app: Any)
         "bare_cpu_us_per_request": round(median["bare"], 1),
         "app_overhead_us_per_request": round(statistics.median(api - bare for api, bare in paired), 1),
         "ratio": round(statistics.median(api / bare for api, bare in paired), 2),
+        "kind_requests": args.kind_requests,
+        "misses_and_wakeups": kinds,
     }
 
 
@@ -170,15 +235,21 @@ def main() -> None:
     parser.add_argument("--urls", type=int, default=40, help="products whose reads are cached and asked")
     parser.add_argument("--requests", type=int, default=20_000, help="requests per round and server")
     parser.add_argument("--rounds", type=int, default=9, help="rounds per server, alternating")
+    parser.add_argument(
+        "--kind-requests", type=int, default=3_000, help="requests per kind, as hits and as misses"
+    )
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     if not 1 <= args.rounds <= 20 or not 1_000 <= args.requests <= 200_000 or not 1 <= args.urls <= 1_000:
         parser.error("--rounds 1-20, --requests 1,000-200,000, --urls 1-1,000")
-    if args.urls > args.products:
-        parser.error("--urls must be at most --products")
+    if args.urls + 2 * args.kind_requests > args.products:
+        parser.error("--products must hold --urls plus two --kind-requests of products never read")
+    if args.kind_requests < 100:
+        parser.error("--kind-requests at least 100")
     signal.signal(signal.SIGINT, stack.interrupt)
     signal.signal(signal.SIGTERM, stack.interrupt)
-    budget = 60 + 2 * args.rounds * (10 + args.requests / 500)  # a round at >= 500 req/s, or it is stopped
+    # Every round at >= 500 req/s, the misses and hits at fewer connections at >= 200, or it is stopped.
+    budget = 60 + 2 * args.rounds * (10 + args.requests / 500) + 7 * (10 + args.kind_requests / 200)
     with (
         chaos.ends_cleanly(log, budget),
         stack.database(("BENCH_DATABASE_URL", "DATABASE_URL"), "bench-pg") as server_url,
@@ -214,6 +285,15 @@ def main() -> None:
     ]:
         print(f"  {label:36s}{result[key]:7.1f} µs CPU per request")
     print(f"  {'ratio':36s}{result['ratio']:7.2f}x  (median of {args.rounds} paired rounds)")
+    kinds = result["misses_and_wakeups"]
+    for kind in ("reviews", "meta"):
+        row = kinds[kind]
+        print(
+            f"  {kind + ': a miss against a hit':36s}{row['miss_us']:7.1f} against {row['hit_us']:.1f} µs"
+            f"  ({row['miss_over_hit']:.1f}x)"
+        )
+    by_connections = ", ".join(f"{c}: {us:.1f}" for c, us in kinds["hits_by_connections"].items())
+    print(f"  {'hits by connections (µs per request)':36s} {by_connections}")
     print(f"\n  written to {chaos.save_results(args.results, 'replica.json', result)}")
 
 
