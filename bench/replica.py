@@ -1,5 +1,6 @@
 """One replica's own CPU per cached answer, against a bare aiohttp app serving the same bytes, measured
-in the same run. Loopback only, bounded in time; part of `make bench`.
+in the same run; then its CPU per miss, and per hit from fewer connections. Loopback only, bounded in
+time; part of `make bench`.
 
     .venv/bin/python bench/replica.py                 # 10,000 products, about a minute
 
