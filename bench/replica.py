@@ -130,13 +130,15 @@ async def cpu_per_request(
     requests: int,
     connections: int = CONNECTIONS,
     expect: str | None = None,
-) -> float:
-    """The server's CPU time per request (µs) over one `hammer`; every answer must be as expected."""
-    cpu = cpu_seconds(pid)
+) -> dict[str, float]:
+    """The server's CPU time per request (µs) and the requests per second over one `hammer`; every
+    answer must be 200 (and, with `expect`, have that X-Cache)."""
+    cpu, began = cpu_seconds(pid), time.perf_counter()
     failed = await hammer(session, base, urls, requests, connections, expect)
+    used, elapsed = cpu_seconds(pid) - cpu, time.perf_counter() - began
     if failed:
         raise SystemExit(f"replica: {failed} of {requests} answers were not 200 {expect or ''}")
-    return round(1e6 * (cpu_seconds(pid) - cpu) / requests, 1)
+    return {"cpu_us_per_request": 1e6 * used / requests, "rps": requests / elapsed}
 
 
 async def misses_and_wakeups(
@@ -152,17 +154,18 @@ async def misses_and_wakeups(
         "meta": "/reviews/meta?product_id={}",
     }
     result: dict[str, Any] = {}
+    hits = {kind: [url.format(hot[i % len(hot)]) for i in range(n)] for kind, url in kinds.items()}
     for kind, url in kinds.items():
-        hits = [url.format(hot[i % len(hot)]) for i in range(n)]
         misses = [url.format(next(fresh)) for _ in range(n)]
-        hit = await cpu_per_request(session, base, pid, hits, n, expect="hit")
-        miss = await cpu_per_request(session, base, pid, misses, n, expect="miss")
+        hit = (await cpu_per_request(session, base, pid, hits[kind], n, expect="hit"))["cpu_us_per_request"]
+        miss = (await cpu_per_request(session, base, pid, misses, n, expect="miss"))["cpu_us_per_request"]
+        hit, miss = round(hit, 1), round(miss, 1)
         result[kind] = {"hit_us": hit, "miss_us": miss, "miss_over_hit": round(miss / hit, 2)}
         log(f"{kind:7s}: a hit {hit:6.1f} µs CPU, a miss {miss:6.1f} µs ({miss / hit:.1f}x)")
-    hits = [kinds["reviews"].format(hot[i % len(hot)]) for i in range(n)]
     result["hits_by_connections"] = {}
     for connections in (1, 4, CONNECTIONS):
-        used = await cpu_per_request(session, base, pid, hits, n, connections, expect="hit")
+        measured = await cpu_per_request(session, base, pid, hits["reviews"], n, connections, expect="hit")
+        used = round(measured["cpu_us_per_request"], 1)
         result["hits_by_connections"][connections] = used
         log(f"hits from {connections:2d} connections: {used:6.1f} µs CPU per request")
     return result
@@ -193,17 +196,11 @@ async def measure(args: argparse.Namespace, api: tuple[int, int], bare_app: Any)
         rounds: dict[str, list[dict[str, float]]] = {"api": [], "bare": []}
         for round_number in range(1, args.rounds + 1):
             for name, (base, pid) in targets.items():
-                cpu, began = cpu_seconds(pid), time.perf_counter()
-                failed = await hammer(session, base, urls, args.requests)
-                used, elapsed = cpu_seconds(pid) - cpu, time.perf_counter() - began
-                if failed:
-                    raise SystemExit(f"replica: {failed} answers of {name} were not 200")
-                rounds[name].append(
-                    {"cpu_us_per_request": 1e6 * used / args.requests, "rps": args.requests / elapsed}
-                )
+                measured = await cpu_per_request(session, base, pid, urls, args.requests)
+                rounds[name].append(measured)
                 log(
-                    f"round {round_number} {name:4s}: {1e6 * used / args.requests:6.1f} µs CPU per request, "
-                    f"{args.requests / elapsed:7.0f} req/s"
+                    f"round {round_number} {name:4s}: {measured['cpu_us_per_request']:6.1f} µs CPU per "
+                    f"request, {measured['rps']:7.0f} req/s"
                 )
         kinds = await misses_and_wakeups(session, api_base, api_pid, args)
     median = {name: statistics.median(r["cpu_us_per_request"] for r in rs) for name, rs in rounds.items()}
