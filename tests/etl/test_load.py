@@ -9,7 +9,15 @@ import pytest
 
 from atelier_etl import staging
 from atelier_etl.load import load
-from tests.etl.loadfiles import SAMPLE_CHARACTERISTIC_REVIEWS, read_rejects, review, write_export
+from atelier_etl.schema import apply_schema
+from tests.etl.loadfiles import (
+    SAMPLE_CHARACTERISTIC_REVIEWS,
+    SAMPLE_PHOTOS,
+    SAMPLE_REVIEWS,
+    read_rejects,
+    review,
+    write_export,
+)
 
 TABLES = ("reviews", "reviews_photos", "characteristics", "characteristic_reviews")
 
@@ -207,6 +215,40 @@ async def test_sequences_continue_past_the_largest_id(db_url, tmp_path):
     finally:
         await conn.close()
     assert (review_id, characteristic_id, rating_id, photo_id) == (1001, 71, 401, 1)  # no photos: starts at 1
+
+
+# Every index and constraint of the served tables, as PostgreSQL prints them.
+KEYS_AND_INDEXES = """
+    SELECT 'index' AS kind, indexname AS name, indexdef AS definition
+    FROM pg_indexes WHERE schemaname = 'public'
+    UNION ALL
+    SELECT 'constraint', conname, pg_get_constraintdef(oid)
+    FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+    ORDER BY 1, 2
+"""
+
+
+@pytest.mark.parametrize(
+    "export",
+    [
+        {},
+        {"reviews": [*SAMPLE_REVIEWS, review(id=3)]},  # a duplicate id: the key indexes stop at it
+        {"photos": [*SAMPLE_PHOTOS, "1,5,https://x/1.jpg"]},  # one found by the keys' transaction
+        {"characteristic_reviews": [*SAMPLE_CHARACTERISTIC_REVIEWS, "4,1,999,3"]},  # a missing review
+    ],
+    ids=["clean", "duplicate review", "duplicate photo", "missing reference"],
+)
+async def test_the_loader_builds_the_schema_files_keys_and_indexes(db_url, make_database, tmp_path, export):
+    """The loader builds keys and indexes in its own order (staging.build_key_indexes), also when a key
+    fails first and rows are rejected; what it ends with is what the schema files build."""
+    conn = await asyncpg.connect(make_database("schema_files"))
+    try:
+        await apply_schema(conn)
+        expected = [tuple(row) for row in await conn.fetch(KEYS_AND_INDEXES)]
+    finally:
+        await conn.close()
+    await load(db_url, write_export(tmp_path, **export))
+    assert [tuple(row) for row in await fetch(db_url, KEYS_AND_INDEXES)] == expected
 
 
 async def test_second_run_gives_the_same_database(db_url, tmp_path):

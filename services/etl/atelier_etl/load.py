@@ -131,20 +131,26 @@ async def _stage_and_switch(
     _step(progress, f"preparing the staging schema {staging.SCHEMA}")
     await staging.prepare(conn)
     streams = {export_file: _Stream(export_file, data_dir / export_file.name) for export_file in EXPORT_FILES}
-    helper = await connect(database_url)
+    helper = indexer = None
     try:
+        helper = await connect(database_url)
         await staging.session(helper)
         async with asyncio.TaskGroup() as lanes:
             for lane_conn, lane in ((conn, COPY_LANES[0]), (helper, COPY_LANES[1])):
                 lanes.create_task(_copy_files(lane_conn, [streams[f] for f in lane], report, progress))
         await staging.name_tables(conn)
+        indexer = await connect(database_url)
+        await staging.session(indexer)
         # The summaries, computed before the keys, need no index maintenance. They may count rows that a
         # failed key build or the product check still rejects, and are then computed again. Beside them
-        # on the second connection, the product check: a read-only join, only trusted once the keys hold.
-        _step(progress, "computing the product summaries; checking ratings against products beside")
+        # on a second connection, the product check: a read-only join, only trusted once the keys hold;
+        # on a third, the indexes that need not wait for the keys (staging.build_key_indexes). Three
+        # statements at a time on two cores: the keys' transaction that follows uses one.
+        _step(progress, "computing the summaries; checking ratings against products and indexing beside")
         async with asyncio.TaskGroup() as beside:
             beside.create_task(staging.build_summaries(conn))
             other_products = beside.create_task(staging.ratings_of_other_products(helper))
+            beside.create_task(staging.build_key_indexes(indexer))
         _step(progress, "building keys")
         try:
             await staging.build_keys(conn)
@@ -155,7 +161,7 @@ async def _stage_and_switch(
             await staging.empty_summaries(conn)  # they may hold a duplicated id's two rows: built below
             await staging.build_keys(conn)
             checked = True  # that check covers the product rule too
-        _step(progress, "building indexes")
+        _step(progress, "building the remaining indexes")
         await staging.build_indexes(conn)
         if not checked and other_products.result():
             stream = streams[CHARACTERISTIC_REVIEWS]
@@ -167,8 +173,10 @@ async def _stage_and_switch(
             _step(progress, "computing the product summaries again, without the rejected rows")
             await staging.rebuild_summaries(conn)
     finally:
-        with contextlib.suppress(Exception):
-            await helper.close(timeout=CONNECT_TIMEOUT)
+        for lane_conn in (helper, indexer):
+            if lane_conn is not None:
+                with contextlib.suppress(Exception):
+                    await lane_conn.close(timeout=CONNECT_TIMEOUT)
     _step(progress, "analyzing the summaries")
     await staging.analyze_summaries(conn)
     _step(progress, "switching the loaded tables in")

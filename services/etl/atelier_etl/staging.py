@@ -16,6 +16,14 @@ are found afterwards and deleted:
 - a rating whose characteristic belongs to another product than its review breaks no key: that join
   (RATINGS_OF_OTHER_PRODUCTS) always runs, beside the summaries; it is trusted once the keys hold.
 
+The keys and indexes are the schema's own (02-constraints.sql, 03-indexes.sql), built in an order that
+keeps both cores busy. Adding a primary key locks its table against readers until the keys' transaction
+commits, and the foreign keys' checks that follow use one core. So the export tables' primary keys are
+first built as plain unique indexes (KEY_INDEXES), and the secondary indexes of those tables too, on a
+third connection beside the summaries and the product check (CREATE INDEX lets others read the table).
+The keys' transaction then takes each such index over (`PRIMARY KEY USING INDEX`, a catalog change:
+`with_key_indexes`) and checks the foreign keys.
+
 The switch moves the tables to `public` in one transaction: until it commits, the previous data is
 what is served.
 
@@ -148,6 +156,18 @@ REFERENCE_CHECKS = {
     REVIEWS_PHOTOS.table: REJECT_PHOTOS_OF_MISSING_REVIEWS,
     CHARACTERISTIC_REVIEWS.table: REJECT_RATINGS_OF_BAD_REFERENCES,
 }
+
+# The unique index each export table's primary key takes over; IF NOT EXISTS: built beside the summaries,
+# or else by the keys' transaction itself (build_keys).
+KEY_INDEXES = {
+    table: f"CREATE UNIQUE INDEX IF NOT EXISTS {table}_pkey ON {SCHEMA}.{table} (id)" for table in TABLES
+}
+# 02-constraints.sql's primary key of an export table, as the keys' transaction adds it: over KEY_INDEXES.
+EXPORT_PRIMARY_KEY = re.compile(
+    rf"(ALTER TABLE\s+({'|'.join(TABLES)})\s+ADD CONSTRAINT\s+(\2_pkey)\s+)PRIMARY KEY \(id\)"
+)
+# A statement of 03-indexes.sql: its index and table.
+CREATE_INDEX = re.compile(r"CREATE INDEX (\w+) ON (\w+) ")
 
 # Past the largest loaded id, so the API's first insert does not collide; a fresh start when empty.
 MOVE_SEQUENCE = {
@@ -301,17 +321,59 @@ async def analyze_summaries(conn: asyncpg.Connection) -> None:
     await conn.execute(ANALYZE_SUMMARIES)
 
 
+async def build_key_indexes(conn: asyncpg.Connection) -> None:
+    """What may be built before the keys, beside the summaries: the export tables' KEY_INDEXES, then
+    03-indexes.sql's indexes of those tables. Stops at a duplicate id, quietly: the keys' transaction
+    meets it again and fails (build_keys), and what is left is built after the duplicates are deleted."""
+    await conn.execute(USE_SCHEMA)
+    try:
+        for table in TABLES:
+            await conn.execute(KEY_INDEXES[table])
+    except asyncpg.UniqueViolationError:
+        return
+    for statement in _statements(schema_sql(INDEXES_FILE)):
+        index = CREATE_INDEX.match(statement)
+        if index is not None and index.group(2) in TABLES:
+            await conn.execute(_if_not_exists(statement))
+
+
 async def build_keys(conn: asyncpg.Connection) -> None:
-    """02-constraints.sql, in one transaction: a duplicate id or a missing reference fails it whole
-    (asyncpg.IntegrityConstraintViolationError) and leaves the tables as they were."""
-    await _apply_schema_file(conn, CONSTRAINTS_FILE)
+    """02-constraints.sql, in one transaction, with the export tables' primary keys over KEY_INDEXES
+    (each built here when build_key_indexes has not): a duplicate id or a missing reference fails it
+    whole (asyncpg.IntegrityConstraintViolationError) and leaves the tables as they were."""
+    async with conn.transaction():
+        for table in TABLES:
+            await conn.execute(KEY_INDEXES[table])
+        await _apply_schema_file(conn, CONSTRAINTS_FILE, with_key_indexes)
+
+
+def with_key_indexes(constraints_sql: str) -> str:
+    """02-constraints.sql with each export table's `PRIMARY KEY (id)` taking its KEY_INDEXES index over."""
+    keyed, found = EXPORT_PRIMARY_KEY.subn(r"\1PRIMARY KEY USING INDEX \3", constraints_sql)
+    if found != len(TABLES):
+        raise LoadError(
+            f"{CONSTRAINTS_FILE}: expected `ALTER TABLE <t> ADD CONSTRAINT <t>_pkey PRIMARY KEY (id)` "
+            f"for each of {', '.join(TABLES)}; found {found}"
+        )
+    return keyed
 
 
 async def build_indexes(conn: asyncpg.Connection) -> None:
-    """03-indexes.sql, then each sequence past its table's largest id (read from the new key)."""
-    await _apply_schema_file(conn, INDEXES_FILE)
+    """03-indexes.sql (each index not built yet: build_key_indexes built the export tables' ones), then
+    each sequence past its table's largest id (read from the new key)."""
+    await _apply_schema_file(conn, INDEXES_FILE, _if_not_exists)
     for table in TABLES:
         await conn.execute(MOVE_SEQUENCE[table])
+
+
+def _if_not_exists(indexes_sql: str) -> str:
+    return indexes_sql.replace("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ")
+
+
+def _statements(sql: str) -> list[str]:
+    """A schema file's statements, comments left out (the files hold no `;` or `--` inside a statement)."""
+    code = "\n".join(line.split("--", 1)[0] for line in sql.splitlines())
+    return [" ".join(statement.split()) for statement in code.split(";") if statement.strip()]
 
 
 async def switch(conn: asyncpg.Connection) -> None:
