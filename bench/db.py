@@ -561,7 +561,7 @@ def prepare(server_url: str, args: argparse.Namespace) -> str:
     if args.reuse and asyncio.run(loaded_marker(server_url, args.dbname)) == marker:
         log(f"reusing {args.dbname}: {marker}")
         return stack.database_url(server_url, args.dbname)
-    url = asyncio.run(stack.fresh_database(server_url, args.dbname))
+    url = asyncio.run(stack.fresh_database(server_url, args.dbname, keep=True))
     log(f"loading {args.export} into {args.dbname} with atelier-load (about 4-5 minutes at full scale)")
     began = time.monotonic()
     stack.run([BIN / "atelier-load", "--data", args.export, "--no-progress"], env | {"DATABASE_URL": url})

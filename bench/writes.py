@@ -295,18 +295,6 @@ async def measure(
     }
 
 
-async def copy_database(server_url: str, template: str) -> str:
-    conn = await asyncpg.connect(stack.database_url(server_url, "postgres"), timeout=10)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        await conn.execute(
-            f'CREATE DATABASE "{DB_NAME}" TEMPLATE "{template}" STRATEGY FILE_COPY', timeout=1800
-        )
-    finally:
-        await conn.close()
-    return stack.database_url(server_url, DB_NAME)
-
-
 def prepare(server_url: str, args: argparse.Namespace, env: dict[str, str]) -> tuple[str, str]:
     """The owner's URL of a database holding the export, and where the data came from."""
     stack.generate(args.export, args.products, env)
@@ -314,7 +302,7 @@ def prepare(server_url: str, args: argparse.Namespace, env: dict[str, str]) -> t
     if asyncio.run(db.loaded_marker(server_url, db.DB_NAME)) == marker:
         log(f"copying {db.DB_NAME} ({marker}) into {DB_NAME}")
         began = time.monotonic()
-        url = asyncio.run(copy_database(server_url, db.DB_NAME))
+        url = asyncio.run(stack.fresh_database(server_url, DB_NAME, template=db.DB_NAME))
         log(f"  copied in {time.monotonic() - began:.0f} s")
         return url, f"a copy of {db.DB_NAME}: {marker}"
     url = asyncio.run(stack.fresh_database(server_url, DB_NAME))

@@ -48,14 +48,23 @@ def log(message: str) -> None:
     print(f"stack: {message}", flush=True)
 
 
+# The databases fresh_database made for this run, dropped when the server's `database` block ends
+# (unless BENCH_KEEP_DATABASES is set): a full-scale benchmark's database takes ~5 GB.
+_scratch_databases: list[tuple[str, str]] = []
+
+
 @contextmanager
 def database(variables: tuple[str, ...] = ("DATABASE_URL",), folder: str = "pg") -> Iterator[str]:
     """The first of these variables that is set, or an embedded PostgreSQL in $DATA_DIR/<folder> for
-    as long as the block runs (also what the benchmark scripts use)."""
+    as long as the block runs (also what the benchmark scripts use). Either way, the scratch databases
+    made on it (fresh_database) are dropped when the block ends."""
     for variable in variables:
         if url := os.environ.get(variable):
             log(f"using {variable}")
-            yield url
+            try:
+                yield url
+            finally:
+                drop_scratch_databases()
             return
     pgdata = DATA_DIR / folder
     pgdata.mkdir(parents=True, exist_ok=True)
@@ -68,6 +77,7 @@ def database(variables: tuple[str, ...] = ("DATABASE_URL",), folder: str = "pg")
     try:
         yield server.get_uri()
     finally:
+        drop_scratch_databases()
         log("stopping embedded PostgreSQL")
         server.cleanup()
 
@@ -77,17 +87,55 @@ def database_url(server_url: str, dbname: str) -> str:
     return urlunsplit(urlsplit(server_url)._replace(path="/" + dbname))
 
 
-async def fresh_database(server_url: str, dbname: str) -> str:
-    """Drop and create database `dbname` on that server (benchmarks); returns its URL."""
+async def fresh_database(
+    server_url: str, dbname: str, *, keep: bool = False, template: str | None = None
+) -> str:
+    """Drop and create database `dbname` on that server (benchmarks), empty or a copy of `template`;
+    returns its URL. Unless `keep`, it is a scratch database: dropped when the server's `database`
+    block ends."""
     import asyncpg
 
     conn = await asyncpg.connect(database_url(server_url, "postgres"), timeout=10)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{dbname}"')
+        if template is None:
+            await conn.execute(f'CREATE DATABASE "{dbname}"')
+        else:
+            await conn.execute(
+                f'CREATE DATABASE "{dbname}" TEMPLATE "{template}" STRATEGY FILE_COPY', timeout=1800
+            )
     finally:
         await conn.close()
+    if not keep and (server_url, dbname) not in _scratch_databases:
+        _scratch_databases.append((server_url, dbname))
     return database_url(server_url, dbname)
+
+
+def drop_scratch_databases() -> None:
+    """Drop this run's scratch databases (fresh_database), or say where they were kept."""
+    made = list(_scratch_databases)
+    _scratch_databases.clear()
+    if not made:
+        return
+    if os.environ.get("BENCH_KEEP_DATABASES"):
+        log(f"kept (BENCH_KEEP_DATABASES): {', '.join(dbname for _, dbname in made)}")
+        return
+    for server_url, dbname in made:
+        try:
+            asyncio.run(_drop_database(server_url, dbname))
+            log(f"dropped the run's database {dbname}")
+        except Exception as error:  # the run's own outcome matters more than the cleanup's
+            log(f"could not drop database {dbname}: {error!r}; drop it by hand")
+
+
+async def _drop_database(server_url: str, dbname: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url(server_url, "postgres"), timeout=10)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+    finally:
+        await conn.close()
 
 
 # Least privilege: the replicas log in as a role holding only the group role atelier_api's privileges
