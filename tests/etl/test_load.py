@@ -12,8 +12,7 @@ from atelier_etl.load import load
 from atelier_etl.schema import apply_schema
 from tests.etl.loadfiles import (
     SAMPLE_CHARACTERISTIC_REVIEWS,
-    SAMPLE_PHOTOS,
-    SAMPLE_REVIEWS,
+    SAMPLE_CHARACTERISTICS,
     read_rejects,
     review,
     write_export,
@@ -232,11 +231,13 @@ KEYS_AND_INDEXES = """
     "export",
     [
         {},
-        {"reviews": [*SAMPLE_REVIEWS, review(id=3)]},  # a duplicate id: the key indexes stop at it
-        {"photos": [*SAMPLE_PHOTOS, "1,5,https://x/1.jpg"]},  # one found by the keys' transaction
-        {"characteristic_reviews": [*SAMPLE_CHARACTERISTIC_REVIEWS, "4,1,999,3"]},  # a missing review
+        # A duplicate id stops the key indexes at its table: the first one, then the last one.
+        {"characteristics": [*SAMPLE_CHARACTERISTICS, '5,3,"Fit"']},
+        {"characteristic_reviews": [*SAMPLE_CHARACTERISTIC_REVIEWS, "3,1,1,2"]},
+        # Every key index built, then the keys' transaction fails on a foreign key.
+        {"characteristic_reviews": [*SAMPLE_CHARACTERISTIC_REVIEWS, "4,1,999,3"]},
     ],
-    ids=["clean", "duplicate review", "duplicate photo", "missing reference"],
+    ids=["clean", "duplicate characteristic", "duplicate rating", "missing reference"],
 )
 async def test_the_loader_builds_the_schema_files_keys_and_indexes(db_url, make_database, tmp_path, export):
     """The loader builds keys and indexes in its own order (staging.build_key_indexes), also when a key
