@@ -127,15 +127,28 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def make_database(postgres_url: str) -> Callable[[str], str]:
-    """Create (or re-create, empty) a database for this session and return its URL."""
+def make_database(postgres_url: str) -> Iterator[Callable[[str], str]]:
+    """Create (or re-create, empty) a database for this session and return its URL. They are dropped
+    when the session ends: on a server of one's own (TEST_DATABASE_URL) each run would leave its own."""
     run_id = os.getpid()
+    made: set[str] = set()
 
     def make(name: str) -> str:
         dbname = f"test_{re.sub(r'[^a-z0-9_]', '_', name.lower())}_{run_id}"
         # A thread of its own, so async fixtures (already inside an event loop) can call this too.
         with ThreadPoolExecutor(max_workers=1) as pool:
             pool.submit(asyncio.run, _recreate(postgres_url, dbname)).result()
+        made.add(dbname)
         return database_url(postgres_url, dbname)
 
-    return make
+    yield make
+    asyncio.run(_drop(postgres_url, sorted(made)))
+
+
+async def _drop(server_url: str, dbnames: list[str]) -> None:
+    conn = await asyncpg.connect(database_url(server_url, "postgres"))
+    try:
+        for dbname in dbnames:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+    finally:
+        await conn.close()
