@@ -51,6 +51,7 @@ def log(message: str) -> None:
 # The databases fresh_database made for this run, dropped when the server's `database` block ends
 # (unless BENCH_KEEP_DATABASES is set): a full-scale benchmark's database takes ~5 GB.
 _scratch_databases: list[tuple[str, str]] = []
+DROP_DATABASE = 'DROP DATABASE IF EXISTS "{}" WITH (FORCE)'  # FORCE: ends the sessions still on it
 
 
 @contextmanager
@@ -93,22 +94,25 @@ async def fresh_database(
     """Drop and create database `dbname` on that server (benchmarks), empty or a copy of `template`;
     returns its URL. Unless `keep`, it is a scratch database: dropped when the server's `database`
     block ends."""
+    create = f'CREATE DATABASE "{dbname}"'
+    if template is not None:
+        create += f' TEMPLATE "{template}" STRATEGY FILE_COPY'
+    await _on_server(server_url, DROP_DATABASE.format(dbname), create)
+    if not keep and (server_url, dbname) not in _scratch_databases:
+        _scratch_databases.append((server_url, dbname))
+    return database_url(server_url, dbname)
+
+
+async def _on_server(server_url: str, *statements: str) -> None:
+    """Run these statements, in order, on the server's `postgres` database (CREATE/DROP DATABASE)."""
     import asyncpg
 
     conn = await asyncpg.connect(database_url(server_url, "postgres"), timeout=10)
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        if template is None:
-            await conn.execute(f'CREATE DATABASE "{dbname}"')
-        else:
-            await conn.execute(
-                f'CREATE DATABASE "{dbname}" TEMPLATE "{template}" STRATEGY FILE_COPY', timeout=1800
-            )
+        for statement in statements:
+            await conn.execute(statement, timeout=1800)  # a full-scale copy takes a while
     finally:
         await conn.close()
-    if not keep and (server_url, dbname) not in _scratch_databases:
-        _scratch_databases.append((server_url, dbname))
-    return database_url(server_url, dbname)
 
 
 def drop_scratch_databases() -> None:
@@ -122,20 +126,10 @@ def drop_scratch_databases() -> None:
         return
     for server_url, dbname in made:
         try:
-            asyncio.run(_drop_database(server_url, dbname))
+            asyncio.run(_on_server(server_url, DROP_DATABASE.format(dbname)))
             log(f"dropped the run's database {dbname}")
         except Exception as error:  # the run's own outcome matters more than the cleanup's
             log(f"could not drop database {dbname}: {error!r}; drop it by hand")
-
-
-async def _drop_database(server_url: str, dbname: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(database_url(server_url, "postgres"), timeout=10)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 # Least privilege: the replicas log in as a role holding only the group role atelier_api's privileges

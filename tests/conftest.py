@@ -94,11 +94,16 @@ def database_url(server_url: str, dbname: str) -> str:
     return urlunsplit(parts._replace(path="/" + dbname))
 
 
-async def _recreate(server_url: str, dbname: str) -> None:
+def _drop_statement(dbname: str) -> str:
+    return f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'
+
+
+async def _on_server(server_url: str, *statements: str) -> None:
+    """Run these statements, in order, on the server's `postgres` database (CREATE/DROP DATABASE)."""
     conn = await asyncpg.connect(database_url(server_url, "postgres"))
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{dbname}"')
+        for statement in statements:
+            await conn.execute(statement)
     finally:
         await conn.close()
 
@@ -137,18 +142,11 @@ def make_database(postgres_url: str) -> Iterator[Callable[[str], str]]:
         dbname = f"test_{re.sub(r'[^a-z0-9_]', '_', name.lower())}_{run_id}"
         # A thread of its own, so async fixtures (already inside an event loop) can call this too.
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pool.submit(asyncio.run, _recreate(postgres_url, dbname)).result()
+            pool.submit(
+                asyncio.run, _on_server(postgres_url, _drop_statement(dbname), f'CREATE DATABASE "{dbname}"')
+            ).result()
         made.add(dbname)
         return database_url(postgres_url, dbname)
 
     yield make
-    asyncio.run(_drop(postgres_url, sorted(made)))
-
-
-async def _drop(server_url: str, dbnames: list[str]) -> None:
-    conn = await asyncpg.connect(database_url(server_url, "postgres"))
-    try:
-        for dbname in dbnames:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    asyncio.run(_on_server(postgres_url, *map(_drop_statement, sorted(made))))
