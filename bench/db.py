@@ -800,6 +800,7 @@ def main() -> None:
 
     print_report(result)
     print(f"\n  written to {chaos.save_results(args.results, 'db.json', result)}")
+    raise SystemExit(chaos.exit_status(result["targets"]))
 
 
 if __name__ == "__main__":

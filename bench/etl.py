@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
+import chaos  # (bench/chaos.py: the verdicts every benchmark ends with)
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -146,6 +147,7 @@ def main() -> None:
         )
 
     ratio = load_seconds / base["total"]
+    peak_rss_mb = load_rss / 2**20
     result = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.node()} ({os.cpu_count()} cores)",
@@ -154,9 +156,12 @@ def main() -> None:
         "products": args.products,
         "baseline_seconds": {k: round(v, 2) for k, v in base.items()},
         "load_seconds": round(load_seconds, 2),
-        "load_peak_rss_mb": round(load_rss / 2**20, 1),
+        "load_peak_rss_mb": round(peak_rss_mb, 1),
         "ratio": round(ratio, 2),
-        "targets": {"ratio": 1.3, "peak_rss_mb": 300},
+        "targets": {
+            "load_at_most_1.3x_the_baseline": ratio <= 1.3,
+            "peak_rss_at_most_300_mb": peak_rss_mb <= 300,
+        },
     }
     args.results.mkdir(parents=True, exist_ok=True)
     out = args.results / f"etl-{args.products}.json"
@@ -167,9 +172,12 @@ def main() -> None:
         f"  baseline           {base['total']:7.1f} s  (COPY {base['copy']:.1f} s, "
         f"keys {base['keys']:.1f} s, indexes {base['indexes']:.1f} s)"
     )
-    print(f"  atelier-load       {load_seconds:7.1f} s  peak RSS {load_rss / 2**20:.0f} MB")
+    print(f"  atelier-load       {load_seconds:7.1f} s  peak RSS {peak_rss_mb:.0f} MB")
     print(f"  ratio              {ratio:7.2f}x  (target <= 1.3x; peak RSS target <= 300 MB)")
     print(f"  written to {out}")
+    print()
+    chaos.print_verdicts(result["targets"])
+    raise SystemExit(chaos.exit_status(result["targets"]))
 
 
 if __name__ == "__main__":

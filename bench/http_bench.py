@@ -470,6 +470,7 @@ def main() -> None:
     out = chaos.save_results(args.results, "http.json", result)
     latency_chart(result, args.chart)
     print(f"\n  written to {out} and {args.chart}")
+    raise SystemExit(chaos.exit_status(result["targets"]))
 
 
 if __name__ == "__main__":

@@ -216,9 +216,9 @@ def main() -> None:
     )
     print(f"\n  written to {chaos.save_results(args.results, 'routing.json', result)}")
     errors = sum(row["errors"] for row in result["median"].values())
-    chaos.print_verdicts({"zero_errors": errors == 0})
-    if errors:
-        raise SystemExit(1)
+    targets = {"zero_errors": errors == 0}
+    chaos.print_verdicts(targets)
+    raise SystemExit(chaos.exit_status(targets))
 
 
 if __name__ == "__main__":

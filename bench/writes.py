@@ -408,7 +408,7 @@ def main() -> None:
     print_report(result)
     name = "writes.json" if args.keys == "each" else "writes-no-keys.json"
     print(f"\n  written to {chaos.save_results(args.results, name, result)}")
-    raise SystemExit(0 if all(result["targets"].values()) else 1)
+    raise SystemExit(chaos.exit_status(result["targets"]))
 
 
 if __name__ == "__main__":
