@@ -342,6 +342,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# cpu_by_group's name for the process that calls it: the benchmark itself, generating the load.
+GENERATOR = "load generator (this script)"
+
+
 def cpu_by_group(own_pid: int) -> Counter[str]:
     """CPU seconds (user + system) of every process so far, summed by what it is."""
     groups: Counter[str] = Counter()
@@ -355,7 +359,7 @@ def cpu_by_group(own_pid: int) -> Counter[str]:
             continue  # gone meanwhile
         seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         if int(entry.name) == own_pid:
-            group = "load generator (this script)"
+            group = GENERATOR
         elif "atelier-api" in command:
             group = "API replicas"
         elif command.startswith("nginx"):

@@ -42,13 +42,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import chaos  # (bench/chaos.py: traffic mix, closed-loop ramp, stack start-up)
-from chaos import ROOT, Stats, Traffic, ms, percentile, stack
+from chaos import GENERATOR, ROOT, Stats, Traffic, ms, percentile, stack
 
 DB_NAME = "atelier_bench_http"
 SAMPLE = 400  # real responses measured for the file sizes
@@ -226,6 +227,19 @@ def server_percentiles(before: dict[float, float], after: dict[float, float]) ->
     return {"requests": int(total), "p50_ms_at_most": bound(0.5), "p99_ms_at_most": bound(0.99)}
 
 
+def cpu_use(before: Counter[str], seconds: float, requests: int) -> dict[str, Any]:
+    """Each process group's share of the machine's CPU since `before` (chaos.cpu_by_group), and the load
+    generator's CPU per request: the generator is on the same cores as what it measures, and where it
+    costs more (a slower machine) it caps the static side sooner than the API's."""
+    after = chaos.cpu_by_group(os.getpid())
+    used = {group: after[group] - before[group] for group in sorted(after)}
+    cores = os.cpu_count() or 1
+    return {
+        "share_pct": {group: round(100 * s / (seconds * cores), 1) for group, s in used.items() if s > 0},
+        "generator_us_per_request": round(1e6 * used.get(GENERATOR, 0.0) / requests) if requests else None,
+    }
+
+
 def peak_of(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
     clean = [s for s in steps if s["errors"] == 0]
     return max(clean, key=lambda s: s["throughput_rps"]) if clean else None
@@ -269,7 +283,10 @@ async def run(
                 ("api", api_base, api_traffic),
             ):
                 log(f"  {name}:")
-                ramps[name] += await chaos.ramp(session, base, traffic, [concurrency], args.step_seconds)
+                cpu_before, began = chaos.cpu_by_group(os.getpid()), time.monotonic()
+                [step] = await chaos.ramp(session, base, traffic, [concurrency], args.step_seconds)
+                step["cpu"] = cpu_use(cpu_before, time.monotonic() - began, step["requests"])
+                ramps[name].append(step)
 
         static_peak, api_peak = peak_of(ramps["static"]), peak_of(ramps["api"])
         reference = api_peak or max(ramps["api"], key=lambda s: s["throughput_rps"])
@@ -354,6 +371,13 @@ def print_report(result: dict[str, Any]) -> None:
         f"p50 {a and a['p50_ms']} ms, p99 {a and a['p99_ms']} ms)"
     )
     print(f"  ratio              {result['ratio']}x  (target >= 0.5x; first milestone 0.25x)")
+    for label, peak in (("static", s), ("API", a)):
+        cpu = (peak or {}).get("cpu") or {}
+        shares = cpu.get("share_pct") or {}
+        print(
+            f"  generator, {label:6s}  at that peak: {cpu.get('generator_us_per_request')} µs of CPU per "
+            f"request, {shares.get(GENERATOR)}% of the cores (all: {shares})"
+        )
     print(
         f"  at 70% of peak     {o['rate_rps']} req/s open loop for {o['seconds']:g} s: p50 {o['p50_ms']} ms, "
         f"p99 {o['p99_ms']} ms (target <= 25 ms), errors {o['errors']}, shed {o['shed']}"
