@@ -347,7 +347,8 @@ GENERATOR = "load generator (this script)"
 
 
 def cpu_by_group(own_pid: int) -> Counter[str]:
-    """CPU seconds (user + system) of every process so far, summed by what it is."""
+    """CPU seconds (user + system) of every process so far, summed by what it is. The generator is the
+    benchmark's own process and the processes it started with multiprocessing (bench/http_bench.py's)."""
     groups: Counter[str] = Counter()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -358,7 +359,7 @@ def cpu_by_group(own_pid: int) -> Counter[str]:
         except OSError:
             continue  # gone meanwhile
         seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        if int(entry.name) == own_pid:
+        if int(entry.name) == own_pid or (int(fields[1]) == own_pid and "multiprocessing" in command):
             group = GENERATOR
         elif "atelier-api" in command:
             group = "API replicas"
@@ -425,38 +426,58 @@ def hit_rate(before: Counter[str], after: Counter[str]) -> dict[str, Any]:
 # --- Phases ---------------------------------------------------------------------------------------------
 
 
+async def closed_loop(
+    session: aiohttp.ClientSession, base: str, traffic: Traffic, concurrency: int, seconds: float
+) -> tuple[Stats, float]:
+    """`concurrency` workers for `seconds`, each sending the next request when the last one is answered:
+    what they saw, and how long it took."""
+    stats = Stats()
+    end = time.monotonic() + seconds
+
+    async def worker() -> None:
+        while time.monotonic() < end:
+            await send(session, base, traffic.next_request(), stats, traffic, retry=False)
+
+    began = time.monotonic()
+    await asyncio.wait_for(
+        asyncio.gather(*(worker() for _ in range(concurrency))), seconds + ATTEMPT_TIMEOUT + 5
+    )
+    return stats, time.monotonic() - began
+
+
+def latencies(stats: Stats) -> list[float]:
+    """Every try's seconds, whatever its minute."""
+    return [x for values in stats.latency.values() for x in values]
+
+
+def step_result(
+    concurrency: int, requests: int, errors: int, seconds_per_try: list[float], elapsed: float
+) -> dict[str, Any]:
+    """A closed-loop step's figures (logged as well)."""
+    step = {
+        "concurrency": concurrency,
+        "requests": requests,
+        "throughput_rps": round(requests / elapsed, 1),
+        "errors": errors,
+        "p50_ms": ms(percentile(seconds_per_try, 0.5)),
+        "p99_ms": ms(percentile(seconds_per_try, 0.99)),
+    }
+    log(
+        f"  ramp: {concurrency:4d} in flight  {step['throughput_rps']:7.1f} req/s  "
+        f"p50 {step['p50_ms']} ms  p99 {step['p99_ms']} ms  errors {step['errors']}"
+    )
+    return step
+
+
 async def ramp(
     session: aiohttp.ClientSession, base: str, traffic: Traffic, steps: list[int], seconds: float
 ) -> list[dict[str, Any]]:
-    """Closed loop: `concurrency` workers, each sending the next request when the last one is answered."""
+    """Closed loop at each concurrency of `steps` in turn (closed_loop)."""
     results = []
     for concurrency in steps:
-        stats = Stats()
-        end = time.monotonic() + seconds
-
-        async def worker(stats: Stats = stats, end: float = end) -> None:
-            while time.monotonic() < end:
-                await send(session, base, traffic.next_request(), stats, traffic, retry=False)
-
-        began = time.monotonic()
-        await asyncio.wait_for(
-            asyncio.gather(*(worker() for _ in range(concurrency))), seconds + ATTEMPT_TIMEOUT + 5
-        )
-        elapsed = time.monotonic() - began
-        latencies = [x for values in stats.latency.values() for x in values]
-        step = {
-            "concurrency": concurrency,
-            "requests": sum(stats.outcomes.values()),
-            "throughput_rps": round(sum(stats.outcomes.values()) / elapsed, 1),
-            "errors": stats.outcomes["failed"],
-            "p50_ms": ms(percentile(latencies, 0.5)),
-            "p99_ms": ms(percentile(latencies, 0.99)),
-        }
-        log(
-            f"  ramp: {concurrency:4d} in flight  {step['throughput_rps']:7.1f} req/s  "
-            f"p50 {step['p50_ms']} ms  p99 {step['p99_ms']} ms  errors {step['errors']}"
-        )
-        results.append(step)
+        stats, elapsed = await closed_loop(session, base, traffic, concurrency, seconds)
+        requests, errors = sum(stats.outcomes.values()), stats.outcomes["failed"]
+        results.append(step_result(concurrency, requests, errors, latencies(stats), elapsed))
     return results
 
 
