@@ -374,6 +374,20 @@ def cpu_by_group(own_pid: int) -> Counter[str]:
     return groups
 
 
+def cpu_since(before: Counter[str]) -> dict[str, float]:
+    """The CPU seconds each group of processes used since `before` (a cpu_by_group reading); groups
+    that used none are left out."""
+    after = cpu_by_group(os.getpid())
+    used = {group: after[group] - before[group] for group in sorted(after)}
+    return {group: seconds for group, seconds in used.items() if seconds > 0}
+
+
+def cpu_shares(used: dict[str, float], seconds: float) -> dict[str, float]:
+    """Each group's share (%) of all the machine's cores over `seconds` (cpu_since's figures)."""
+    cores = os.cpu_count() or 1
+    return {group: round(100 * used_seconds / (seconds * cores), 1) for group, used_seconds in used.items()}
+
+
 def rss_bytes(pid: int) -> int | None:
     try:
         import psutil

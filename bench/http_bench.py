@@ -250,11 +250,9 @@ def cpu_use(before: Counter[str], seconds: float, requests: int) -> dict[str, An
     """Each process group's share of the machine's CPU since `before` (chaos.cpu_by_group), and the load
     generator's CPU per request: the generator is on the same cores as what it measures, and where it
     costs more (a slower machine) it caps the static side sooner than the API's."""
-    after = chaos.cpu_by_group(os.getpid())
-    used = {group: after[group] - before[group] for group in sorted(after)}
-    cores = os.cpu_count() or 1
+    used = chaos.cpu_since(before)
     return {
-        "share_pct": {group: round(100 * s / (seconds * cores), 1) for group, s in used.items() if s > 0},
+        "share_pct": chaos.cpu_shares(used, seconds),
         "generator_us_per_request": round(1e6 * used.get(GENERATOR, 0.0) / requests) if requests else None,
     }
 

@@ -133,13 +133,13 @@ def main() -> None:
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         step, cache = asyncio.run(drive(base, ports, args.products, args.concurrency, args.seconds))
-        after, elapsed = chaos.cpu_by_group(os.getpid()), time.monotonic() - began
+        used, elapsed = chaos.cpu_since(before), time.monotonic() - began
         _, errors = sampler.communicate(timeout=args.seconds + 30)
         if sampler.returncode != 0:
             raise SystemExit(f"py-spy failed: {errors.decode(errors='replace').strip()}")
 
     cores = os.cpu_count() or 1
-    cpu = {group: round(after[group] - before.get(group, 0.0), 2) for group in after}
+    most_first = dict(sorted(used.items(), key=lambda item: -item[1]))
     result = {
         "products": args.products,
         "concurrency": args.concurrency,
@@ -147,11 +147,8 @@ def main() -> None:
         "cores": cores,
         "load": step,
         "cache": cache,
-        "cpu_seconds": dict(sorted(cpu.items(), key=lambda item: -item[1])),
-        "cpu_share_pct": {
-            group: round(100 * seconds / (elapsed * cores), 1)
-            for group, seconds in sorted(cpu.items(), key=lambda item: -item[1])
-        },
+        "cpu_seconds": {group: round(seconds, 2) for group, seconds in most_first.items()},
+        "cpu_share_pct": chaos.cpu_shares(most_first, elapsed),
         "api_1": summarize_stacks(raw),
     }
     chaos.save_results(args.results, "profile.json", result)

@@ -88,7 +88,7 @@ async def one_round(
     traffic = chaos.Traffic(args.products, run_id=f"routing-{os.getpid()}-{seed}-{base.rsplit(':', 1)[1]}")
     lookups, cpu = await chaos.cache_lookups(session, ports), chaos.cpu_by_group(os.getpid())
     (step,) = await chaos.ramp(session, base, traffic, [args.concurrency], args.seconds)
-    used = {group: seconds - cpu[group] for group, seconds in chaos.cpu_by_group(os.getpid()).items()}
+    used = chaos.cpu_since(cpu)
     cache = chaos.hit_rate(lookups, await chaos.cache_lookups(session, ports))
     per_request = {group: round(1e6 * seconds / step["requests"]) for group, seconds in used.items()}
     server = sum(per_request.get(group, 0) for group in SERVER_SIDE)

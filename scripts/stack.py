@@ -97,13 +97,13 @@ async def fresh_database(
     create = f'CREATE DATABASE "{dbname}"'
     if template is not None:
         create += f' TEMPLATE "{template}" STRATEGY FILE_COPY'
-    await _on_server(server_url, DROP_DATABASE.format(dbname), create)
+    await on_server(server_url, DROP_DATABASE.format(dbname), create)
     if not keep and (server_url, dbname) not in _scratch_databases:
         _scratch_databases.append((server_url, dbname))
     return database_url(server_url, dbname)
 
 
-async def _on_server(server_url: str, *statements: str) -> None:
+async def on_server(server_url: str, *statements: str) -> None:
     """Run these statements, in order, on the server's `postgres` database (CREATE/DROP DATABASE)."""
     import asyncpg
 
@@ -126,7 +126,7 @@ def drop_scratch_databases() -> None:
         return
     for server_url, dbname in made:
         try:
-            asyncio.run(_on_server(server_url, DROP_DATABASE.format(dbname)))
+            asyncio.run(on_server(server_url, DROP_DATABASE.format(dbname)))
             log(f"dropped the run's database {dbname}")
         except Exception as error:  # the run's own outcome matters more than the cleanup's
             log(f"could not drop database {dbname}: {error!r}; drop it by hand")

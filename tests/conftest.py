@@ -18,13 +18,13 @@ import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the virtualenv's bin: atelier-generate, atelier-load, atelier-api
+sys.path.insert(0, str(ROOT / "scripts"))
+import stack  # noqa: E402  (scripts/stack.py: its database helpers, CREATE/DROP DATABASE on a server)
 
 # pytest-xdist runs the suite on every core (`-n auto` in pyproject.toml; `-n 0` runs it in one process).
 # Each test module is one unit of work (ModuleScheduling below), so a module's fixtures (a 100,000-product
@@ -88,26 +88,6 @@ def generate_and_load(
     return json.loads((out / "manifest.json").read_text())
 
 
-def database_url(server_url: str, dbname: str) -> str:
-    """The URL of database `dbname` on the server of `server_url` (same host, port, role, options)."""
-    parts = urlsplit(server_url)
-    return urlunsplit(parts._replace(path="/" + dbname))
-
-
-def _drop_statement(dbname: str) -> str:
-    return f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'
-
-
-async def _on_server(server_url: str, *statements: str) -> None:
-    """Run these statements, in order, on the server's `postgres` database (CREATE/DROP DATABASE)."""
-    conn = await asyncpg.connect(database_url(server_url, "postgres"))
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="session")
 def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = os.environ.get("TEST_DATABASE_URL")
@@ -142,11 +122,10 @@ def make_database(postgres_url: str) -> Iterator[Callable[[str], str]]:
         dbname = f"test_{re.sub(r'[^a-z0-9_]', '_', name.lower())}_{run_id}"
         # A thread of its own, so async fixtures (already inside an event loop) can call this too.
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pool.submit(
-                asyncio.run, _on_server(postgres_url, _drop_statement(dbname), f'CREATE DATABASE "{dbname}"')
-            ).result()
+            drop, create = stack.DROP_DATABASE.format(dbname), f'CREATE DATABASE "{dbname}"'
+            pool.submit(asyncio.run, stack.on_server(postgres_url, drop, create)).result()
         made.add(dbname)
-        return database_url(postgres_url, dbname)
+        return stack.database_url(postgres_url, dbname)
 
     yield make
-    asyncio.run(_on_server(postgres_url, *map(_drop_statement, sorted(made))))
+    asyncio.run(stack.on_server(postgres_url, *map(stack.DROP_DATABASE.format, sorted(made))))

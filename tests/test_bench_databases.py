@@ -38,7 +38,7 @@ def names(postgres_url, monkeypatch):
     made = {kind: f"bench_{kind}_{pid}" for kind in ("scratch", "shared", "copy")}
     yield made
     for name in made.values():
-        asyncio.run(stack._on_server(postgres_url, stack.DROP_DATABASE.format(name)))
+        asyncio.run(stack.on_server(postgres_url, stack.DROP_DATABASE.format(name)))
 
 
 def test_a_run_drops_the_databases_it_made_and_keeps_the_shared_one(postgres_url, names):
