@@ -178,6 +178,7 @@ async def open_loop(
         "statuses": dict(stats.statuses.most_common()),
         "p50_ms": ms(percentile(latencies, 0.5)),
         "p99_ms": ms(percentile(latencies, 0.99)),
+        "by_kind": chaos.latency_by_kind(stats),
     }
 
 
@@ -457,6 +458,13 @@ def print_report(result: dict[str, Any]) -> None:
     print(
         f"  at 70% of peak     {o['rate_rps']} req/s open loop for {o['seconds']:g} s: p50 {o['p50_ms']} ms, "
         f"p99 {o['p99_ms']} ms (target <= 25 ms), errors {o['errors']}, shed {o['shed']}"
+    )
+    kinds = o.get("by_kind") or {}
+    print(
+        "  by kind            "
+        + "; ".join(
+            f"{kind} p50 {k['p50_ms']} ms, p99 {k['p99_ms']} ms ({k['tries']})" for kind, k in kinds.items()
+        )
     )
     same_rate = o.get("static_same_rate") or {}
     print(

@@ -1,0 +1,44 @@
+"""What the benchmarks' load generator records of each try (bench/chaos.py), against a real HTTP server:
+the open loop's report splits its tail by kind of request, so every try must be counted under its own."""
+
+from __future__ import annotations
+
+import sys
+
+import aiohttp
+from aiohttp import web
+
+from tests.conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "bench"))
+import chaos  # noqa: E402
+
+
+async def test_every_try_is_counted_under_its_request_kind(aiohttp_server):
+    async def vote(request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    async def post(request: web.Request) -> web.Response:
+        return web.json_response({"error": "database unavailable"}, status=503)
+
+    app = web.Application()
+    app.router.add_put("/reviews/{review_id}/helpful", vote)
+    app.router.add_post("/reviews", post)
+    server = await aiohttp_server(app)
+    base = str(server.make_url("")).rstrip("/")
+    traffic = chaos.Traffic(10, run_id="test")
+    stats = chaos.Stats()
+    helpful = chaos.Request("helpful", "PUT", "/reviews/1/helpful", {})
+    written = chaos.Request("post", "POST", "/reviews", {}, b"{}")
+    async with aiohttp.ClientSession() as session:
+        for _ in range(3):
+            await chaos.send(session, base, helpful, stats, traffic, retry=False)
+        await chaos.send(session, base, written, stats, traffic, retry=True)
+
+    kinds = chaos.latency_by_kind(stats)
+    assert set(kinds) == {"helpful", "post"}
+    assert kinds["helpful"]["tries"] == 3 and stats.votes_acknowledged == 3
+    # A 503 is retried: every try of the one POST counts, as in the whole run's percentiles.
+    assert kinds["post"]["tries"] == chaos.TRIES == stats.statuses["503"]
+    assert sum(k["tries"] for k in kinds.values()) == len(chaos.latencies(stats))
+    assert all(k["p99_ms"] >= k["p50_ms"] >= 0 for k in kinds.values())
