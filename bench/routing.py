@@ -19,8 +19,9 @@ Zipf-skewed products) at --concurrency for --seconds, from the same random seed 
 round. Per round: throughput, p99, errors, the replicas' cache hit rate, and the CPU time per request of
 the replicas, PostgreSQL and nginx (the server side, from /proc) and of this script. Then, on the caches
 that closed loop filled, an open loop (bench/http_bench.py's) for --open-seconds at one rate for every
-round, --open-load (70%) of the first round's least_conn throughput: the tail at a fixed rate, where
-least_conn can steer around a busy replica and routing by product cannot. The two settings are compared
+round, --open-load (70%) of the first round's least_conn throughput, from this process at niceness
+--open-loop-nice (as in http_bench.py): the tail at a fixed rate, where least_conn can steer around a busy
+replica and routing by product cannot. The two settings are compared
 by the medians of their rounds, and by the pairs: the median of their throughput ratios, and how many
 pairs each setting leads.
 
@@ -93,7 +94,9 @@ async def one_round(
     per_request = {group: round(1e6 * seconds / step["requests"]) for group, seconds in used.items()}
     server = sum(per_request.get(group, 0) for group in SERVER_SIDE)
     rate = open_rate or args.open_load * step["throughput_rps"]
-    open_loop = await http_bench.open_loop(session, base, traffic, rate, args.open_seconds)
+    open_loop = await http_bench.open_loop(
+        session, base, traffic, rate, args.open_seconds, args.open_loop_nice
+    )
     return step | {
         "hit_rate_pct": cache["hit_rate_pct"],
         "cpu_us_per_request": per_request,
@@ -175,6 +178,7 @@ def main() -> None:
     parser.add_argument(
         "--open-load", type=float, default=0.7, help="open-loop rate: this fraction of round 1"
     )
+    http_bench.add_open_loop_nice(parser)
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     if not 1 <= args.rounds <= 20 or not 5 <= args.seconds <= 60 or not 1 <= args.concurrency <= 256:

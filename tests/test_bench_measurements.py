@@ -3,6 +3,7 @@ the open loop's report splits its tail by kind of request, so every try must be 
 
 from __future__ import annotations
 
+import os
 import sys
 
 import aiohttp
@@ -42,3 +43,13 @@ async def test_every_try_is_counted_under_its_request_kind(aiohttp_server):
     assert kinds["post"]["tries"] == chaos.TRIES == stats.statuses["503"]
     assert sum(k["tries"] for k in kinds.values()) == len(chaos.latencies(stats))
     assert all(k["p99_ms"] >= k["p50_ms"] >= 0 for k in kinds.values())
+
+
+def test_the_open_loops_generator_runs_ahead_of_the_stack_and_goes_back_after():
+    """chaos.generator_priority: the niceness asked for inside (root), the one before after; without the
+    right to lower it, the loop runs as it is and says which niceness it had."""
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    with chaos.generator_priority(before - 3) as inside:
+        assert os.getpriority(os.PRIO_PROCESS, 0) == inside
+        assert inside == (before - 3 if os.geteuid() == 0 else before)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before
