@@ -1,13 +1,20 @@
-"""Connections go back to the pool without session state, since the pool skips asyncpg's reset query
-(atelier_api/pool.py, keep_session): after every kind of request, no connection holds a session
-setting, an advisory lock, a LISTEN or an open transaction."""
+"""The pool (atelier_api/pool.py). Connections go back to it without session state, since it skips
+asyncpg's reset query (keep_session): after every kind of request, no connection holds a session
+setting, an advisory lock, a LISTEN or an open transaction. A new connection whose try gets no answer is
+tried again within the connect timeout (connect_retrying); a refused one fails at once."""
 
 from __future__ import annotations
 
-import asyncpg
+import asyncio
+import time
 
+import asyncpg
+import pytest
+
+from atelier_api import pool
 from atelier_api.keys import POOL_KEY
 from tests.api import factories
+from tests.api.outages import DatabaseProxy, closed_port
 
 SESSION_STATE = """
     SELECT
@@ -64,3 +71,46 @@ async def test_every_connection_runs_without_jit(client) -> None:
     finally:
         for conn in connections:
             await pool.release(conn)
+
+
+class SilentFirst(DatabaseProxy):
+    """Takes the first connection and never answers it (a lookup or a packet lost while a container
+    network changes); relays every later one to the database."""
+
+    def __init__(self, server_url: str) -> None:
+        super().__init__(server_url)
+        self.silent_left = 1
+        self.released = asyncio.Event()
+
+    async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        if self.silent_left:
+            self.silent_left -= 1
+            await self.released.wait()
+            client_writer.close()
+            return
+        await super()._relay(client_reader, client_writer)
+
+
+async def test_a_connection_try_that_gets_no_answer_is_given_up_and_tried_again(database_url: str) -> None:
+    proxy = SilentFirst(database_url)
+    await proxy.start()
+    try:
+        started = time.monotonic()
+        conn = await pool.connect_retrying(proxy.url(), timeout=2.0)
+        try:
+            assert await conn.fetchval("SELECT 1") == 1
+        finally:
+            await conn.close()
+        assert proxy.silent_left == 0  # the first try met the silent server, and was given up
+        assert time.monotonic() - started >= 2.0 * pool.FIRST_TRY_SHARE
+    finally:
+        proxy.released.set()
+        await proxy.stop()
+
+
+async def test_a_refused_connection_is_not_tried_again() -> None:
+    """A database that is down is answered 503 at once, not after the connect timeout."""
+    started = time.monotonic()
+    with pytest.raises(ConnectionRefusedError):
+        await pool.connect_retrying(f"postgresql://postgres@127.0.0.1:{closed_port()}/postgres", timeout=5.0)
+    assert time.monotonic() - started < 5.0 * pool.FIRST_TRY_SHARE

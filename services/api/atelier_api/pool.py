@@ -1,4 +1,5 @@
-"""The database pool: asyncpg's, with every acquire() timed into a histogram.
+"""The database pool: asyncpg's, with every acquire() timed into a histogram, and new connections
+tried again when the server cannot be reached for a moment.
 
 Every statement goes through acquire() (Pool.fetchval and friends call it too), so the histogram
 shows how long requests queue for a connection: the first sign that DB_POOL_MAX_SIZE is too small.
@@ -6,6 +7,9 @@ shows how long requests queue for a connection: the first sign that DB_POOL_MAX_
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import socket
 import time
 from collections.abc import Generator
 from types import TracebackType
@@ -13,6 +17,14 @@ from typing import Any
 
 import asyncpg
 from prometheus_client import Histogram
+
+log = logging.getLogger(__name__)
+
+# A new connection's first try gets at most this share of the connect timeout; the tries after it share
+# what is left, after a pause that doubles from RETRY_PAUSE up to MAX_RETRY_PAUSE.
+FIRST_TRY_SHARE = 0.5
+RETRY_PAUSE = 0.05
+MAX_RETRY_PAUSE = 0.5
 
 
 class InstrumentedPool(asyncpg.Pool):
@@ -28,6 +40,7 @@ class InstrumentedPool(asyncpg.Pool):
             max_size=max_size,
             max_queries=50_000,
             max_inactive_connection_lifetime=300.0,
+            connect=connect_retrying,
             reset=keep_session,
             loop=None,
             connection_class=asyncpg.Connection,
@@ -38,6 +51,33 @@ class InstrumentedPool(asyncpg.Pool):
 
     def acquire(self, *, timeout: float | None = None) -> TimedAcquire:
         return TimedAcquire(super().acquire(timeout=timeout), self._acquire_wait)
+
+
+async def connect_retrying(*args: Any, timeout: float = 60.0, **kwargs: Any) -> asyncpg.Connection:
+    """asyncpg.connect, tried again within the same `timeout` (DB_COMMAND_TIMEOUT) when the server's
+    name did not resolve or a try got no answer. The pool opens connections while requests wait for them,
+    and a container network answers a name lookup with an error, or not at all, while containers start
+    or stop on it (seen with compose: "Name or service not known" for `postgres` once in 6,833 lookups
+    while other containers came and went; in CI, three requests of one replica waited the whole 5 s for
+    new connections and got 503). A first try that hangs is given up at half the timeout, so that a fresh
+    one has time to succeed. A refused connection, a server starting up or anything the server answers
+    (a wrong password, an unknown database) fails at once, as before: a database that is down is
+    answered 503 without delay."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    pause = RETRY_PAUSE
+    attempt_timeout = timeout * FIRST_TRY_SHARE
+    while True:
+        try:
+            return await asyncpg.connect(*args, timeout=attempt_timeout, **kwargs)
+        except (socket.gaierror, TimeoutError) as error:
+            left = deadline - loop.time() - pause
+            if left <= 0:
+                raise
+            log.info("cannot reach the database (%r); trying again in %.2f s", error, pause)
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, MAX_RETRY_PAUSE)
+            attempt_timeout = left
 
 
 async def keep_session(conn: asyncpg.Connection) -> None:
