@@ -1,5 +1,6 @@
-"""What the benchmarks' load generator records of each try (bench/chaos.py), against a real HTTP server:
-the open loop's report splits its tail by kind of request, so every try must be counted under its own."""
+"""The benchmarks' load generator (bench/chaos.py): what it records of each try, against a real HTTP
+server (the open loop's report splits its tail by kind of request, so every try must be counted under
+its own), and the priority its open loops run at."""
 
 from __future__ import annotations
 

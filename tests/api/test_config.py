@@ -16,7 +16,7 @@ def test_defaults() -> None:
         database_url=URL,
         api_host="127.0.0.1",
         api_port=8000,
-        db_pool_min_size=1,
+        db_pool_min_size=4,
         db_pool_max_size=10,
         db_command_timeout=5.0,
         reviews_max_count=1_000_000,

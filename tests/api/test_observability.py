@@ -136,7 +136,7 @@ async def test_acquire_waits_measure_time_queued_for_a_connection(
     db: asyncpg.Connection, config: Config, aiohttp_client: AiohttpClient
 ) -> None:
     await factories.review(db, 1)
-    client = await aiohttp_client(create_app(replace(config, db_pool_max_size=1)))
+    client = await aiohttp_client(create_app(replace(config, db_pool_min_size=1, db_pool_max_size=1)))
     registry = client.app[METRICS_KEY].registry
 
     def waits(suffix: str, **labels: str) -> float:

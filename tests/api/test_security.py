@@ -95,7 +95,9 @@ async def test_a_database_error_shows_nothing_of_itself(
 ) -> None:
     """A real database error: the app against a database that has no schema (relation does not exist)."""
     url = make_database("api_security_no_schema")
-    client = await aiohttp_client(create_app(Config(database_url=url, db_pool_max_size=2)))
+    client = await aiohttp_client(
+        create_app(Config(database_url=url, db_pool_min_size=1, db_pool_max_size=2))
+    )
 
     for path in ("/reviews?product_id=1", "/reviews/meta?product_id=1", "/reviews/1"):
         response = await client.get(path)

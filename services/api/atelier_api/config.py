@@ -34,7 +34,7 @@ class Config:
     database_url: str
     api_host: str = "127.0.0.1"
     api_port: int = 8000
-    db_pool_min_size: int = 1
+    db_pool_min_size: int = 4  # opened before the replica serves: none on a first burst's path
     db_pool_max_size: int = 10
     db_command_timeout: float = 5.0  # seconds, for every statement and for opening a connection
     reviews_max_count: int = 1_000_000  # the largest `count` GET /reviews accepts
@@ -55,7 +55,7 @@ class Config:
             database_url=database_url or "",
             api_host=env.get("API_HOST", "127.0.0.1", str),
             api_port=env.get("API_PORT", 8000, _bounded_int(1, 65535)),
-            db_pool_min_size=env.get("DB_POOL_MIN_SIZE", 1, _bounded_int(0, 1000)),
+            db_pool_min_size=env.get("DB_POOL_MIN_SIZE", 4, _bounded_int(0, 1000)),
             db_pool_max_size=env.get("DB_POOL_MAX_SIZE", 10, _bounded_int(1, 1000)),
             db_command_timeout=env.get("DB_COMMAND_TIMEOUT", 5.0, _positive_seconds),
             shutdown_timeout=env.get("SHUTDOWN_TIMEOUT", 8.0, _positive_seconds),

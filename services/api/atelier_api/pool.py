@@ -1,5 +1,5 @@
-"""The database pool: asyncpg's, with every acquire() timed into a histogram, and new connections
-tried again when the server cannot be reached for a moment.
+"""The database pool: asyncpg's, with every acquire() timed into a histogram, and a new connection
+tried again when the server's name does not resolve or a try gets no answer (connect_retrying).
 
 Every statement goes through acquire() (Pool.fetchval and friends call it too), so the histogram
 shows how long requests queue for a connection: the first sign that DB_POOL_MAX_SIZE is too small.
