@@ -263,7 +263,7 @@ def main() -> None:
         stack.run([BIN / "atelier-load", "--data", export, "--no-progress"], env)
         api_port = chaos.free_port()
         # Entries live longer than the run (CACHE_TTL's 60 s would expire some between the warm-up and the
-        # rounds, which then measure misses as hits: seen as 74 of 3,000 "hits" missing on a slow machine).
+        # rounds, which then measure misses as hits: 74 of 3,000 "hits" missed in a whole make bench).
         replica_env = env | {
             "API_HOST": "127.0.0.1",
             "API_PORT": str(api_port),

@@ -21,9 +21,8 @@ the replicas, PostgreSQL and nginx (the server side, from /proc) and of this scr
 that closed loop filled, an open loop (bench/http_bench.py's) for --open-seconds at one rate for every
 round, --open-load (70%) of the first round's least_conn throughput, from this process at niceness
 --open-loop-nice (as in http_bench.py): the tail at a fixed rate, where least_conn can steer around a busy
-replica and routing by product cannot. The two settings are compared
-by the medians of their rounds, and by the pairs: the median of their throughput ratios, and how many
-pairs each setting leads.
+replica and routing by product cannot. The two settings are compared by the medians of their rounds, and
+by the pairs: the median of their throughput ratios, and how many pairs each setting leads.
 
 PostgreSQL is BENCH_DATABASE_URL or DATABASE_URL (a role that may CREATE DATABASE), else an embedded
 server in $DATA_DIR/bench-pg. Results: bench/results/routing.json.

@@ -58,11 +58,12 @@ async def connect_retrying(*args: Any, timeout: float = 60.0, **kwargs: Any) -> 
     name did not resolve or a try got no answer. The pool opens connections while requests wait for them,
     and a container network answers a name lookup with an error, or not at all, while containers start
     or stop on it (seen with compose: "Name or service not known" for `postgres` once in 6,833 lookups
-    while other containers came and went; in CI, three requests of one replica waited the whole 5 s for
-    new connections and got 503). A first try that hangs is given up at half the timeout, so that a fresh
-    one has time to succeed. A refused connection, a server starting up or anything the server answers
-    (a wrong password, an unknown database) fails at once, as before: a database that is down is
-    answered 503 without delay."""
+    while other containers came and went). A first try that hangs is given up at half the timeout, so
+    that a fresh one has time to succeed. (It did not save the requests of a CI run in which new
+    connections took over 5 s for seconds on end: for those, DB_POOL_MIN_SIZE connections are opened
+    before the replica serves; docs/tuning.md, "Pools and connections".) A refused connection, a server
+    starting up or anything the server answers (a wrong password, an unknown database) fails at once, as
+    before: a database that is down is answered 503 without delay."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     pause = RETRY_PAUSE
