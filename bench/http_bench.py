@@ -176,9 +176,9 @@ async def open_loop(
         "generator_nice": niceness,
         "rate_rps": round(rate, 1),
         "seconds": seconds,
-        "requests": sum(stats.outcomes.values()),
-        "achieved_rps": round(sum(stats.outcomes.values()) / seconds, 1),
-        "errors": stats.outcomes["failed"],
+        "requests": stats.requests,
+        "achieved_rps": round(stats.requests / seconds, 1),
+        "errors": stats.failed,
         "shed": stats.shed,
         "statuses": dict(stats.statuses.most_common()),
         "p50_ms": ms(percentile(latencies, 0.5)),
@@ -316,7 +316,7 @@ async def _generate_share(
             await chaos.send(session, base, traffic.next_request(), warm, traffic, retry=False)
         await asyncio.sleep(max(0.0, start_at - time.time()))
         stats, elapsed = await chaos.closed_loop(session, base, traffic, concurrency, seconds)
-    return sum(stats.outcomes.values()), stats.outcomes["failed"], chaos.latencies(stats), elapsed
+    return stats.requests, stats.failed, chaos.latencies(stats), elapsed
 
 
 def peak_of(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
