@@ -18,11 +18,14 @@ balancer with bench/chaos.py's closed-loop mix (about 70% GET /reviews, 25% /rev
 Zipf-skewed products) at --concurrency for --seconds, from the same random seed as the other setting's
 round. Per round: throughput, p99, errors, the replicas' cache hit rate, and the CPU time per request of
 the replicas, PostgreSQL and nginx (the server side, from /proc) and of this script. Then, on the caches
-that closed loop filled, an open loop (bench/http_bench.py's) for --open-seconds at one rate for every
-round, --open-load (70%) of the first round's least_conn throughput, from this process at niceness
---open-loop-nice (as in http_bench.py): the tail at a fixed rate, where least_conn can steer around a busy
-replica and routing by product cannot. The two settings are compared by the medians of their rounds, and
-by the pairs: the median of their throughput ratios, and how many pairs each setting leads.
+that closed loop filled, an open loop (bench/http_bench.py's) for --open-seconds at --open-load (70%) of
+the lower of two closed-loop throughputs, this round's and the round's before it (the other setting's,
+as the settings alternate), from this process at niceness --open-loop-nice (as in http_bench.py): the
+tail at a rate both settings reached just before, where least_conn can steer around a busy replica and
+routing by product cannot. (One rate for the whole run, taken from its first round, overloaded every later
+round once the machine slowed: 2026-12-07, docs/benchmarks.md.) The two settings are compared by the
+medians of their rounds, and by the pairs: the median of their throughput ratios, and how many pairs each
+setting leads.
 
 PostgreSQL is BENCH_DATABASE_URL or DATABASE_URL (a role that may CREATE DATABASE), else an embedded
 server in $DATA_DIR/bench-pg. Results: bench/results/routing.json.
@@ -74,10 +77,10 @@ async def one_round(
     db_url: str,
     args: argparse.Namespace,
     seed: int,
-    open_rate: float | None,
+    previous_rps: float | None,
 ) -> dict[str, Any]:
-    """A closed loop from an empty cache, then an open loop at `open_rate` (None: at --open-load of this
-    round's closed-loop throughput)."""
+    """A closed loop from an empty cache, then an open loop at --open-load of the lower of its throughput
+    and `previous_rps` (the round before's; None in the first round)."""
     conn = await asyncpg.connect(db_url)
     try:
         await conn.execute("SELECT pg_notify('atelier_changes', '*')")  # every replica empties its cache
@@ -92,7 +95,7 @@ async def one_round(
     cache = chaos.hit_rate(lookups, await chaos.cache_lookups(session, ports))
     per_request = {group: round(1e6 * seconds / step["requests"]) for group, seconds in used.items()}
     server = sum(per_request.get(group, 0) for group in SERVER_SIDE)
-    rate = open_rate or args.open_load * step["throughput_rps"]
+    rate = open_loop_rate(args.open_load, step["throughput_rps"], previous_rps)
     open_loop = await http_bench.open_loop(
         session, base, traffic, rate, args.open_seconds, args.open_loop_nice
     )
@@ -104,21 +107,26 @@ async def one_round(
     }
 
 
+def open_loop_rate(load: float, throughput_rps: float, previous_rps: float | None) -> float:
+    """`load` of the lower closed-loop throughput of this round and the round before: a rate both
+    settings reached moments ago, which follows the machine when it slows or speeds up during the run."""
+    return load * min(throughput_rps, previous_rps or throughput_rps)
+
+
 async def measure(
     args: argparse.Namespace, bases: dict[str, str], ports: list[int], db_url: str
 ) -> dict[str, Any]:
     rounds: dict[str, list[dict[str, Any]]] = {routing: [] for routing in SETTINGS}
-    # Every open loop runs at one rate: --open-load of the first round's least_conn throughput.
-    open_rate: float | None = None
+    previous_rps: float | None = None  # the round before's closed-loop throughput
     connector = aiohttp.TCPConnector(limit=http_bench.MAX_IN_FLIGHT)
     async with aiohttp.ClientSession(connector=connector) as session:
         for number in range(1, args.rounds + 1):
             order = SETTINGS if number % 2 else tuple(reversed(SETTINGS))
             for routing in order:
                 result = await one_round(
-                    session, bases[routing], ports, db_url, args, 1000 + number, open_rate
+                    session, bases[routing], ports, db_url, args, 1000 + number, previous_rps
                 )
-                open_rate = result["open_loop"]["rate_rps"]
+                previous_rps = result["throughput_rps"]
                 rounds[routing].append(result)
                 opened = result["open_loop"]
                 log(
@@ -147,7 +155,11 @@ async def measure(
         "products": args.products,
         "concurrency": args.concurrency,
         "seconds_per_round": args.seconds,
-        "open_loop": {"rate_rps": open_rate, "seconds": args.open_seconds},
+        "open_loop": {
+            "load": args.open_load,
+            "rates_rps": [r["open_loop"]["rate_rps"] for r in rounds["least_conn"] + rounds["product"]],
+            "seconds": args.open_seconds,
+        },
         "rounds": rounds,
         "median": summary,
         "product_over_least_conn": {
@@ -175,7 +187,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight (1-256)")
     parser.add_argument("--open-seconds", type=float, default=10.0, help="seconds of each open loop (1-60)")
     parser.add_argument(
-        "--open-load", type=float, default=0.7, help="open-loop rate: this fraction of round 1"
+        "--open-load",
+        type=float,
+        default=0.7,
+        help="open-loop rate: this fraction of the lower of a round's and the round before's throughput",
     )
     http_bench.add_open_loop_nice(parser)
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
@@ -209,7 +224,11 @@ def main() -> None:
             f"  {routing:12s}{row['throughput_rps']:9.1f}{row['p99_ms']:9.1f}{row['hit_rate_pct']:9.1f}"
             f"{row['server_us_per_request']:15.0f}{row['open_loop_p99_ms']:13.1f}{row['errors']:8d}{row['shed']:6d}"
         )
-    print(f"  (medians of the rounds; every open loop at {result['open_loop']['rate_rps']} req/s)")
+    rates = result["open_loop"]["rates_rps"]
+    print(
+        f"  (medians of the rounds; open loops at {min(rates):.0f}-{max(rates):.0f} req/s, each "
+        f"{args.open_load:.0%} of the lower of its round's and the round before's closed-loop throughput)"
+    )
     ratios = result["product_over_least_conn"]
     print(
         f"\n  product / least_conn (median of {args.rounds} pairs): throughput {ratios['throughput']:.2f}x, "

@@ -1,6 +1,6 @@
 """The benchmarks' load generator (bench/chaos.py): what it records of each try, against a real HTTP
 server (the open loop's report splits its tail by kind of request, so every try must be counted under
-its own), and the priority its open loops run at."""
+its own), the priority its open loops run at, and the rate bench/routing.py's open loops run at."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
 import chaos  # noqa: E402
+import routing  # noqa: E402
 
 
 async def test_every_try_is_counted_under_its_request_kind(aiohttp_server):
@@ -54,3 +55,11 @@ def test_the_open_loops_generator_runs_ahead_of_the_stack_and_goes_back_after():
         assert os.getpriority(os.PRIO_PROCESS, 0) == inside
         assert inside == (before - 3 if os.geteuid() == 0 else before)
     assert os.getpriority(os.PRIO_PROCESS, 0) == before
+
+
+def test_routings_open_loops_follow_the_slower_of_the_last_two_rounds():
+    # A run whose machine slows: an open loop at 70% of a fast first round overloaded every later round.
+    first = routing.open_loop_rate(0.7, 2000.0, None)
+    assert first == 0.7 * 2000.0
+    assert routing.open_loop_rate(0.7, 1400.0, 2000.0) == 0.7 * 1400.0  # slower now: this round's
+    assert routing.open_loop_rate(0.7, 1600.0, 1400.0) == 0.7 * 1400.0  # faster now: the round before's
