@@ -125,7 +125,7 @@ ALLOWED_DYNAMIC_SQL = {
     ("services/etl/atelier_etl/staging.py", "switch"): "DROP/ALTER TABLE of each of TABLES",
     ("services/etl/atelier_etl/staging.py", "build_key_indexes"): "the schema's own 03-indexes.sql",
     ("services/etl/atelier_etl/schema.py", "apply_schema"): "the schema's own SQL files",
-    ("services/api/atelier_api/changes.py", "notify"): "an integer product id in the notification's payload",
+    ("services/api/atelier_api/changes.py", "_send"): "product ids notify() formatted as integers",
 }
 
 

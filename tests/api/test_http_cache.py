@@ -346,7 +346,7 @@ async def test_a_write_whose_notification_fails_is_stored_and_answered(
     fresh = await client.get("/reviews/meta?product_id=2")  # its own replica dropped its entries itself
     assert (fresh.headers["X-Cache"], (await fresh.json())["ratings"]["1"]) == ("miss", "1")
     warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
-    assert any("could not notify the change of product 2" in message for message in warnings)
+    assert any("could not notify the change of products 2 (" in message for message in warnings)
 
 
 async def test_the_cache_stops_and_empties_while_the_listener_is_away(
@@ -397,6 +397,68 @@ async def test_a_cache_of_zero_bytes_is_off(product, config: Config, aiohttp_cli
         assert (response.status, response.headers["X-Cache"]) == (200, "miss")
         assert "ETag" in response.headers
     assert not client.app[CACHE_KEY].live
+
+
+async def _listening(url: str) -> tuple[asyncpg.Connection, asyncio.Queue[str]]:
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    listener = await asyncpg.connect(url)
+    await listener.add_listener(changes.CHANNEL, lambda _c, _p, _ch, payload: heard.put_nowait(payload))
+    return listener, heard
+
+
+async def _ids_heard(heard: asyncio.Queue[str], expected: set[str]) -> list[str]:
+    """The notifications heard until every expected id came."""
+    payloads: list[str] = []
+    async with asyncio.timeout(NOTIFICATION_WAIT):
+        while not expected <= {i for p in payloads for i in p.split(changes.SEPARATOR)}:
+            payloads.append(await heard.get())
+    return payloads
+
+
+async def test_writes_that_commit_while_a_notification_is_sent_share_the_next_one(database_url) -> None:
+    """A pool's writes that finish while one of them is notifying wait, and one notification carries all
+    of their ids: fewer notifying transactions (each one wakes every replica) for the same writes."""
+    listener, heard = await _listening(database_url)
+    async with asyncpg.create_pool(database_url, min_size=4, max_size=4) as pool:
+        connections = [await pool.acquire() for _ in range(4)]
+        try:
+            ids = range(9001, 9021)
+            await asyncio.gather(
+                *(changes.notify(pool, connections[n % 4], pid) for n, pid in enumerate(ids))
+            )
+            payloads = await _ids_heard(heard, {str(pid) for pid in ids})
+        finally:
+            for conn in connections:
+                await pool.release(conn)
+    await listener.close()
+    # The first write sent its own; the 19 that committed meanwhile shared the next.
+    assert payloads == ["9001", ",".join(str(pid) for pid in ids[1:])]
+    assert changes._waiting == {}  # nothing kept once nobody is sending
+
+
+async def test_ids_waiting_on_a_cancelled_sender_are_sent_by_a_write_that_waited(database_url) -> None:
+    """The write sending a notification can be cancelled (its client gone, a shutdown): the writes
+    waiting on it must not wait for ever, and the ids it was sending are sent again."""
+    listener, heard = await _listening(database_url)
+    async with asyncpg.create_pool(database_url, min_size=2, max_size=2) as pool:
+        sending, waiting = await pool.acquire(), await pool.acquire()
+        try:
+            sender = asyncio.create_task(changes.notify(pool, sending, 9101))
+            await asyncio.sleep(0)  # its notification is on its way
+            waiters = [asyncio.create_task(changes.notify(pool, waiting, pid)) for pid in (9102, 9103)]
+            await asyncio.sleep(0)
+            sender.cancel()
+            async with asyncio.timeout(NOTIFICATION_WAIT):
+                await asyncio.gather(*waiters)
+            with pytest.raises(asyncio.CancelledError):
+                await sender
+            # 9101 too: sent before the cancellation reached it, or again with the others.
+            await _ids_heard(heard, {"9101", "9102", "9103"})
+        finally:
+            for conn in (sending, waiting):
+                await pool.release(conn)
+    await listener.close()
+    assert changes._waiting == {}
 
 
 def test_the_loader_notifies_the_api_channel() -> None:
@@ -554,6 +616,19 @@ def test_a_notification_drops_what_its_payload_says(payload: str, kept: list[str
     changes.apply(cache, payload)
     assert [v for v in ("page-1", SUMMARY) if cache.get(2, v) is not None] == kept
     assert (cache.get(3, SUMMARY) is None) == (payload in ("*", "2:other"))  # unknown: flush, safe
+
+
+def test_a_notification_of_several_products_drops_each() -> None:
+    cache, _ = live_cache()
+    for product_id in (2, 3, 4):
+        for variant in ("page-1", SUMMARY):
+            cache.put(product_id, variant, b"x", cache.token())
+    changes.apply(cache, "2,3:reviews")
+    assert [cache.get(2, v) for v in ("page-1", SUMMARY)] == [None, None]
+    assert [cache.get(3, v) is None for v in ("page-1", SUMMARY)] == [True, False]
+    assert [cache.get(4, v) is None for v in ("page-1", SUMMARY)] == [False, False]
+    changes.apply(cache, "4,*")  # anything unexpected in a list: everything goes
+    assert len(cache) == 0
 
 
 def test_nothing_is_kept_while_not_listening() -> None:

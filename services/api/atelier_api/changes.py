@@ -1,22 +1,31 @@
 """Change notifications: how every replica learns that a write changed a product's answers.
 
 A write that changes what GET /reviews or /reviews/meta answer for a product calls `notify` once its
-transaction has committed, on the same connection, before it answers. The notification is a
-transaction of its own, committed asynchronously (`synchronous_commit = off`): PostgreSQL serialises
-every committing transaction that notifies (a database-wide lock held until its commit is flushed, so
-that queue entries appear in commit order), and a write that notified in its own transaction held that
-lock across its WAL flush, so writes could not share a flush (group commit). Measured on this machine:
-one-row inserts with the NOTIFY inside went at ~1,800/s, with it after commit at ~3,400-4,000/s
-(docs/tuning.md). A NOTIFY-only transaction writes nothing that a crash could lose but the notification
-itself, and a crash ends every listener's connection, which empties every cache anyway.
+transaction has committed, before it answers. The notification is a transaction of its own, committed
+asynchronously (`synchronous_commit = off`): PostgreSQL serialises every committing transaction that
+notifies (a database-wide lock held until its commit is flushed, so that queue entries appear in commit
+order), and a write that notified in its own transaction held that lock across its WAL flush, so writes
+could not share a flush (group commit). Measured on this machine: one-row inserts with the NOTIFY inside
+went at ~1,800/s, with it after commit at ~3,400-4,000/s (docs/tuning.md). A NOTIFY-only transaction
+writes nothing that a crash could lose but the notification itself, and a crash ends every listener's
+connection, which empties every cache anyway.
+
+Writes of one pool share notifications: while one write's notification is being sent (on its own
+connection), the writes that commit meanwhile wait, and the next notification carries all of their ids,
+joined by `,`, sent by one of them. Each notifying transaction costs PostgreSQL the lock above and a
+wake-up of every listening session (one per replica), and each replica's listener a wake-up: about a
+fifth of a review's cost in the database, so sharing them lets more reviews through (docs/tuning.md,
+"Writes share their notifications"). A write still answers only after a notification carrying its id has
+committed.
 
 PostgreSQL delivers a NOTIFY to every listening session when its transaction commits, and the write is
 visible by then, so a replica that drops its entries on the notification and then reads again reads the
-new data. The payload is the product id; `*` (the loader's switch to new data, which notifies inside
-its own transaction) means everything, and `<product id>:reviews` (a helpful vote) means the product's
-pages of reviews but not its summary. Should the notification fail after the write committed (the
-database gone in between), the write still answers 201: the replicas' listeners have lost that database
-too and empty their caches when they reconnect; otherwise the cache's TTL bounds the staleness.
+new data. The payload is a list of product ids joined by `,`; `*` (the loader's switch to new data,
+which notifies inside its own transaction) means everything, and `<product id>:reviews` (a helpful vote)
+means the product's pages of reviews but not its summary. Should the notification fail after the write
+committed (the database gone in between), the write still answers 201: the replicas' listeners have
+lost that database too and empty their caches when they reconnect; otherwise the cache's TTL bounds the
+staleness.
 
 Each replica keeps one connection of its own LISTENing (`listen_for_changes`, in the app's cleanup
 context). Losing it makes the cache stop filling and empties it, and it reconnects with a backoff; a
@@ -31,6 +40,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import asyncpg
 from aiohttp import web
@@ -48,38 +58,88 @@ PING_INTERVAL = 2.0  # seconds
 PING_TIMEOUT = 1.0
 RECONNECT_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0)  # seconds, then the last one again
 
-# One round trip (the simple query protocol runs the four statements as they are); the payload is an
-# integer formatted here, never text from a client.
+# One round trip (the simple query protocol runs the four statements as they are); the payload is
+# integers formatted here, never text from a client.
 NOTIFY_COMMITTED = (
     "BEGIN; SET LOCAL synchronous_commit = off; SELECT pg_notify('atelier_changes', '{payload}'); COMMIT"
 )
-REVIEWS_ONLY = ":reviews"  # the payload's suffix when the product's summary did not change
+REVIEWS_ONLY = ":reviews"  # an id's suffix when the product's summary did not change
+SEPARATOR = ","
+# Ids per notification: at most 256 x 19 bytes ("2147483647:reviews,"), under PostgreSQL's 8,000-byte
+# payload limit.
+MAX_IDS_PER_NOTIFICATION = 256
 
 
-async def notify(conn: asyncpg.Connection, product_id: int, summary: bool = True) -> None:
+@dataclass
+class _Waiting:
+    """One pool's writes waiting for a notification to carry their ids."""
+
+    ids: list[tuple[str, asyncio.Future[None]]] = field(default_factory=list)
+    sender: asyncio.Future[None] | None = None  # done when the write sending for them stops
+
+
+# By pool (its id()): an entry lives only while a notification of that pool is being sent.
+_waiting: dict[int, _Waiting] = {}
+
+
+async def notify(pool: asyncpg.Pool, conn: asyncpg.Connection, product_id: int, summary: bool = True) -> None:
     """Tell every replica that this product's answers changed (summary=False: its pages of reviews
-    only): call it after the write committed, with no transaction open. Never raises for the
-    database: the write is stored whatever happens here."""
-    payload = f"{int(product_id)}" if summary else f"{int(product_id)}{REVIEWS_ONLY}"
+    only): call it after the write committed, with no transaction open on `conn` (one of `pool`'s).
+    Returns once a committed notification carries the id: this write's, sent on `conn`, or one that
+    another write of the pool sends with it. Never raises for the database: the write is stored
+    whatever happens here."""
+    item = f"{int(product_id)}" if summary else f"{int(product_id)}{REVIEWS_ONLY}"
+    waiting = _waiting.setdefault(id(pool), _Waiting())
+    sent = asyncio.get_running_loop().create_future()
+    waiting.ids.append((item, sent))
+    while not sent.done():
+        if waiting.sender is None:  # nobody is sending: send everything that waits, this id too
+            await _send_waiting(id(pool), waiting, conn)
+        else:  # sent with the next notification, or by this write if the sender stops first
+            await asyncio.wait((sent, waiting.sender), return_when=asyncio.FIRST_COMPLETED)
+
+
+async def _send_waiting(key: int, waiting: _Waiting, conn: asyncpg.Connection) -> None:
+    waiting.sender = asyncio.get_running_loop().create_future()
+    taken: list[tuple[str, asyncio.Future[None]]] = []
+    try:
+        while waiting.ids:
+            taken = waiting.ids[:MAX_IDS_PER_NOTIFICATION]
+            del waiting.ids[:MAX_IDS_PER_NOTIFICATION]
+            await _send(conn, SEPARATOR.join(dict.fromkeys(item for item, _ in taken)))
+            for _, sent in taken:
+                if not sent.done():
+                    sent.set_result(None)
+            taken = []
+    finally:
+        waiting.ids[:0] = taken  # cancelled while sending them: a waiting write sends them again
+        sender, waiting.sender = waiting.sender, None
+        sender.set_result(None)
+        if not waiting.ids and _waiting.get(key) is waiting:
+            del _waiting[key]
+
+
+async def _send(conn: asyncpg.Connection, payload: str) -> None:
     try:
         await conn.execute(NOTIFY_COMMITTED.format(payload=payload))
     except (*DATABASE_UNAVAILABLE, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
         log.warning(
-            "could not notify the change of product %d (%r); the other replicas' caches catch up when "
+            "could not notify the change of products %s (%r); the other replicas' caches catch up when "
             "their listeners reconnect, or after CACHE_TTL",
-            product_id,
+            payload,
             error,
         )
 
 
 def apply(cache: ResponseCache, payload: str) -> None:
-    """Act on one notification's payload: a product id (with REVIEWS_ONLY: its pages of reviews only),
-    or `*` for everything."""
-    product_id = payload.removesuffix(REVIEWS_ONLY)
-    if product_id.isdigit():
-        cache.invalidate(int(product_id), summary=product_id == payload)
-    else:  # `*`, or anything unexpected: forgetting everything is always safe
-        cache.flush()
+    """Act on one notification's payload: product ids joined by SEPARATOR (an id with REVIEWS_ONLY: its
+    pages of reviews only), or `*` for everything."""
+    for item in payload.split(SEPARATOR):
+        product_id = item.removesuffix(REVIEWS_ONLY)
+        if not product_id.isdigit():  # `*`, or anything unexpected: forgetting everything is always safe
+            cache.flush()
+            return
+        cache.invalidate(int(product_id), summary=product_id == item)
 
 
 async def listen_for_changes(app: web.Application) -> AsyncIterator[None]:

@@ -248,7 +248,7 @@ async def create_review(
                     raise
                 raise idempotency.RequestInProgress() from None  # rolled back: the retry is replayed
         if created.product_id is not None:
-            await changes.notify(conn, created.product_id)
+            await changes.notify(pool, conn, created.product_id)
         return created
 
 
@@ -318,7 +318,7 @@ async def report(pool: asyncpg.Pool, review_id: int) -> int | None:
             await summaries.remove_review(
                 conn, review_id, review["product_id"], review["rating"], review["recommend"]
             )
-        await changes.notify(conn, review["product_id"])
+        await changes.notify(pool, conn, review["product_id"])
     return int(review["product_id"])
 
 

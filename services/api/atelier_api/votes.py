@@ -66,5 +66,5 @@ async def mark_helpful(pool: asyncpg.Pool, review_id: int, request_id: str) -> i
             raise ReviewNotFound(review_id)
         counted_for: int | None = outcome["counted_for"]
         if counted_for is not None:
-            await changes.notify(conn, counted_for, summary=False)  # a vote moves no summary
+            await changes.notify(pool, conn, counted_for, summary=False)  # a vote moves no summary
     return counted_for
