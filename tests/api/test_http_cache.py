@@ -399,20 +399,23 @@ async def test_a_cache_of_zero_bytes_is_off(product, config: Config, aiohttp_cli
     assert not client.app[CACHE_KEY].live
 
 
-async def _listening(url: str) -> tuple[asyncpg.Connection, asyncio.Queue[str]]:
-    heard: asyncio.Queue[str] = asyncio.Queue()
+async def _listening(url: str) -> tuple[asyncpg.Connection, asyncio.Queue[tuple[int, str]]]:
+    """A listener, and what it hears: (the notifying session's backend pid, the payload)."""
+    heard: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
     listener = await asyncpg.connect(url)
-    await listener.add_listener(changes.CHANNEL, lambda _c, _p, _ch, payload: heard.put_nowait(payload))
+    await listener.add_listener(
+        changes.CHANNEL, lambda _c, pid, _ch, payload: heard.put_nowait((pid, payload))
+    )
     return listener, heard
 
 
-async def _ids_heard(heard: asyncio.Queue[str], expected: set[str]) -> list[str]:
+async def _ids_heard(heard: asyncio.Queue[tuple[int, str]], expected: set[str]) -> list[tuple[int, str]]:
     """The notifications heard until every expected id came."""
-    payloads: list[str] = []
+    notifications: list[tuple[int, str]] = []
     async with asyncio.timeout(NOTIFICATION_WAIT):
-        while not expected <= {i for p in payloads for i in p.split(changes.SEPARATOR)}:
-            payloads.append(await heard.get())
-    return payloads
+        while not expected <= {i for _, p in notifications for i in p.split(changes.SEPARATOR)}:
+            notifications.append(await heard.get())
+    return notifications
 
 
 async def test_writes_that_commit_while_a_notification_is_sent_share_the_next_one(database_url) -> None:
@@ -426,13 +429,18 @@ async def test_writes_that_commit_while_a_notification_is_sent_share_the_next_on
             await asyncio.gather(
                 *(changes.notify(pool, connections[n % 4], pid) for n, pid in enumerate(ids))
             )
-            payloads = await _ids_heard(heard, {str(pid) for pid in ids})
+            notifications = await _ids_heard(heard, {str(pid) for pid in ids})
+            senders = [conn.get_server_pid() for conn in connections[:2]]
         finally:
             for conn in connections:
                 await pool.release(conn)
     await listener.close()
-    # The first write sent its own; the 19 that committed meanwhile shared the next.
-    assert payloads == ["9001", ",".join(str(pid) for pid in ids[1:])]
+    # The first write sent its own; the 19 that committed meanwhile shared the next, sent by the first
+    # of them: the first write answered once its own was sent, not after sending for the others too.
+    assert notifications == [
+        (senders[0], "9001"),
+        (senders[1], ",".join(str(pid) for pid in ids[1:])),
+    ]
     assert changes._waiting == {}  # nothing kept once nobody is sending
 
 

@@ -93,30 +93,31 @@ async def notify(pool: asyncpg.Pool, conn: asyncpg.Connection, product_id: int, 
     sent = asyncio.get_running_loop().create_future()
     waiting.ids.append((item, sent))
     while not sent.done():
-        if waiting.sender is None:  # nobody is sending: send everything that waits, this id too
-            await _send_waiting(id(pool), waiting, conn)
-        else:  # sent with the next notification, or by this write if the sender stops first
+        if waiting.sender is None:  # nobody is sending: send what waits, this id among it
+            await _send_next(id(pool), waiting, conn)
+        else:  # sent with the next notification, or by this write once the sender is done
             await asyncio.wait((sent, waiting.sender), return_when=asyncio.FIRST_COMPLETED)
 
 
-async def _send_waiting(key: int, waiting: _Waiting, conn: asyncpg.Connection) -> None:
+async def _send_next(key: int, waiting: _Waiting, conn: asyncpg.Connection) -> None:
+    """Send one notification for the ids that wait longest, then hand over: a write that waits for the
+    next one sends it, so no write keeps sending for others while they keep coming."""
     waiting.sender = asyncio.get_running_loop().create_future()
-    taken: list[tuple[str, asyncio.Future[None]]] = []
+    taken = waiting.ids[:MAX_IDS_PER_NOTIFICATION]
+    del waiting.ids[:MAX_IDS_PER_NOTIFICATION]
     try:
-        while waiting.ids:
-            taken = waiting.ids[:MAX_IDS_PER_NOTIFICATION]
-            del waiting.ids[:MAX_IDS_PER_NOTIFICATION]
-            await _send(conn, SEPARATOR.join(dict.fromkeys(item for item, _ in taken)))
-            for _, sent in taken:
-                if not sent.done():
-                    sent.set_result(None)
-            taken = []
+        await _send(conn, SEPARATOR.join(dict.fromkeys(item for item, _ in taken)))
+    except BaseException:  # cancelled while sending them: a waiting write sends them again
+        waiting.ids[:0] = taken
+        raise
     finally:
-        waiting.ids[:0] = taken  # cancelled while sending them: a waiting write sends them again
         sender, waiting.sender = waiting.sender, None
         sender.set_result(None)
         if not waiting.ids and _waiting.get(key) is waiting:
             del _waiting[key]
+    for _, sent in taken:
+        if not sent.done():
+            sent.set_result(None)
 
 
 async def _send(conn: asyncpg.Connection, payload: str) -> None:
