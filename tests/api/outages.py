@@ -1,6 +1,6 @@
 """Breaking the API's database connection on purpose, for the outage tests: a TCP proxy in front of the
-test server that a test can stop (every connection cut, new ones refused) and start again, a port where
-nothing listens, and the API command run as a process."""
+test server that a test can stop (every connection cut, new ones refused) and start again, or hold (what
+clients send waits in it), a port where nothing listens, and the API command run as a process."""
 
 from __future__ import annotations
 
@@ -23,6 +23,15 @@ class DatabaseProxy:
         self.server: asyncio.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.relaying = asyncio.Event()  # cleared: what clients send waits here (hold)
+        self.relaying.set()
+
+    def hold(self) -> None:
+        """Keep what clients send from reaching the server (until release): a statement in flight."""
+        self.relaying.clear()
+
+    def release(self) -> None:
+        self.relaying.set()
 
     def url(self) -> str:
         """server_url, reached through the proxy."""
@@ -56,7 +65,7 @@ class DatabaseProxy:
         server_reader, server_writer = server
         self.writers.update((client_writer, server_writer))
         pipes = [
-            asyncio.ensure_future(self._pipe(client_reader, server_writer)),
+            asyncio.ensure_future(self._pipe(client_reader, server_writer, self.relaying)),
             asyncio.ensure_future(self._pipe(server_reader, client_writer)),
         ]
         self.tasks.update(pipes)
@@ -70,8 +79,12 @@ class DatabaseProxy:
             self.tasks.difference_update(pipes)
 
     @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, relaying: asyncio.Event | None = None
+    ) -> None:
         while data := await reader.read(65536):
+            if relaying is not None:
+                await relaying.wait()
             writer.write(data)
             await writer.drain()
 

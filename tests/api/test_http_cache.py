@@ -444,28 +444,34 @@ async def test_writes_that_commit_while_a_notification_is_sent_share_the_next_on
     assert changes._waiting == {}  # nothing kept once nobody is sending
 
 
-async def test_ids_waiting_on_a_cancelled_sender_are_sent_by_a_write_that_waited(database_url) -> None:
-    """The write sending a notification can be cancelled (its client gone, a shutdown): the writes
-    waiting on it must not wait for ever, and the ids it was sending are sent again."""
+async def test_ids_waiting_on_a_cancelled_sender_are_sent_by_a_write_that_waited(
+    database_url: str, proxy: DatabaseProxy
+) -> None:
+    """The write sending a notification can be cancelled (its client gone, a shutdown) before its
+    notification reached the database: the writes waiting on it must not wait for ever, and one of them
+    sends the cancelled sender's ids with theirs."""
     listener, heard = await _listening(database_url)
-    async with asyncpg.create_pool(database_url, min_size=2, max_size=2) as pool:
-        sending, waiting = await pool.acquire(), await pool.acquire()
-        try:
-            sender = asyncio.create_task(changes.notify(pool, sending, 9101))
-            await asyncio.sleep(0)  # its notification is on its way
-            waiters = [asyncio.create_task(changes.notify(pool, waiting, pid)) for pid in (9102, 9103)]
-            await asyncio.sleep(0)
-            sender.cancel()
-            async with asyncio.timeout(NOTIFICATION_WAIT):
-                await asyncio.gather(*waiters)
-            with pytest.raises(asyncio.CancelledError):
-                await sender
-            # 9101 too: sent before the cancellation reached it, or again with the others.
-            await _ids_heard(heard, {"9101", "9102", "9103"})
-        finally:
-            for conn in (sending, waiting):
-                await pool.release(conn)
-    await listener.close()
+    waiting = await asyncpg.connect(database_url)
+    pool = await asyncpg.create_pool(proxy.url(), min_size=1, max_size=1)
+    sending = await pool.acquire()
+    try:
+        proxy.hold()  # the sender's notification stays in the proxy, never committed
+        sender = asyncio.create_task(changes.notify(pool, sending, 9101))
+        await asyncio.sleep(0.1)
+        waiters = [asyncio.create_task(changes.notify(pool, waiting, pid)) for pid in (9102, 9103)]
+        await asyncio.sleep(0.1)
+        sender.cancel()
+        async with asyncio.timeout(NOTIFICATION_WAIT):
+            await asyncio.gather(*waiters)
+        with pytest.raises(asyncio.CancelledError):
+            await sender
+        notifications = await _ids_heard(heard, {"9101", "9102", "9103"})
+        assert notifications == [(waiting.get_server_pid(), "9101,9102,9103")]
+    finally:
+        proxy.release()
+        pool.terminate()  # the held connection is not given back: its cancelled statement is still held
+        await waiting.close()
+        await listener.close()
     assert changes._waiting == {}
 
 
