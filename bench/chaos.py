@@ -619,7 +619,7 @@ async def soak(
             done = stats.requests
             log(
                 f"  t={time.monotonic() - stats.started:5.0f} s  answered {done:7d} "
-                f"(+{done - last})  failed {stats.outcomes['failed']}  retried ok "
+                f"(+{done - last})  failed {stats.failed}  retried ok "
                 f"{stats.outcomes['retried_ok']}  shed {stats.shed}  in flight {len(in_flight)}  "
                 f"p99 this minute {ms(percentile(minute_latency[-5000:], 0.99))} ms"
             )

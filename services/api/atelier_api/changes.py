@@ -89,12 +89,13 @@ async def notify(pool: asyncpg.Pool, conn: asyncpg.Connection, product_id: int, 
     another write of the pool sends with it. Never raises for the database: the write is stored
     whatever happens here."""
     item = f"{int(product_id)}" if summary else f"{int(product_id)}{REVIEWS_ONLY}"
-    waiting = _waiting.setdefault(id(pool), _Waiting())
+    key = id(pool)
+    waiting = _waiting.setdefault(key, _Waiting())
     sent = asyncio.get_running_loop().create_future()
     waiting.ids.append((item, sent))
     while not sent.done():
         if waiting.sender is None:  # nobody is sending: send what waits, this id among it
-            await _send_next(id(pool), waiting, conn)
+            await _send_next(key, waiting, conn)
         else:  # sent with the next notification, or by this write once the sender is done
             await asyncio.wait((sent, waiting.sender), return_when=asyncio.FIRST_COMPLETED)
 
