@@ -169,8 +169,10 @@ async def open_loop(
 ) -> dict[str, Any]:
     """A fixed rate whatever the answers, at most MAX_IN_FLIGHT in flight (beyond that: shed), from this
     process at niceness `nice` (chaos.generator_priority)."""
+    cpu_before = chaos.cpu_by_group(os.getpid())
     with chaos.generator_priority(nice) as niceness, chaos.without_gc_pauses():
         stats = await _open_loop(session, base, traffic, rate, seconds)
+    cpu = cpu_use(cpu_before, time.monotonic() - stats.started, stats.requests)
     latencies = chaos.latencies(stats)
     return {
         "generator_nice": niceness,
@@ -184,6 +186,7 @@ async def open_loop(
         "p50_ms": ms(percentile(latencies, 0.5)),
         "p99_ms": ms(percentile(latencies, 0.99)),
         "by_kind": chaos.latency_by_kind(stats),
+        "cpu": cpu,
     }
 
 
@@ -253,13 +256,19 @@ def server_percentiles(before: dict[float, float], after: dict[float, float]) ->
 
 
 def cpu_use(before: Counter[str], seconds: float, requests: int) -> dict[str, Any]:
-    """Each process group's share of the machine's CPU since `before` (chaos.cpu_by_group), and the load
-    generator's CPU per request: the generator is on the same cores as what it measures, and where it
-    costs more (a slower machine) it caps the static side sooner than the API's."""
+    """Each process group's share of the machine's CPU since `before` (chaos.cpu_by_group), how busy the
+    cores were in all, the load generator's CPU per request (it is on the same cores as what it
+    measures, and where it costs more, on a slower machine, it caps the static side sooner than the
+    API's) and the servers' (everything but the generator): set beside a peak's, an open loop's say
+    whether its rate cost each request more than the peak did."""
     used = chaos.cpu_since(before)
+    shares = chaos.cpu_shares(used, seconds)
+    servers = sum(cpu for group, cpu in used.items() if group != GENERATOR)
     return {
-        "share_pct": chaos.cpu_shares(used, seconds),
+        "share_pct": shares,
+        "busy_pct": round(sum(shares.values()), 1),
         "generator_us_per_request": round(1e6 * used.get(GENERATOR, 0.0) / requests) if requests else None,
+        "servers_us_per_request": round(1e6 * servers / requests) if requests else None,
     }
 
 
@@ -398,7 +407,9 @@ async def run(
         static_70 = await open_loop(
             session, static_base, static_traffic, rate, args.open_seconds, args.open_loop_nice
         )
-        at_70["static_same_rate"] = {k: static_70[k] for k in ("achieved_rps", "p50_ms", "p99_ms", "shed")}
+        at_70["static_same_rate"] = {
+            k: static_70[k] for k in ("achieved_rps", "p50_ms", "p99_ms", "shed", "cpu")
+        }
         log(
             f"  the static stack at the same rate: p50 {static_70['p50_ms']} ms  p99 {static_70['p99_ms']} ms"
         )
@@ -467,6 +478,12 @@ def print_report(result: dict[str, Any]) -> None:
         f"p99 {o['p99_ms']} ms (target <= 25 ms), errors {o['errors']}, shed {o['shed']}; "
         f"the generator at niceness {o.get('generator_nice', 0)}"
     )
+    open_cpu, peak_cpu = o.get("cpu") or {}, (a or {}).get("cpu") or {}
+    print(
+        f"  cores at 70%       {open_cpu.get('busy_pct')}% busy ({open_cpu.get('share_pct')}); the servers' "
+        f"CPU per request {open_cpu.get('servers_us_per_request')} µs, against "
+        f"{peak_cpu.get('servers_us_per_request')} µs at the API peak ({peak_cpu.get('busy_pct')}% busy)"
+    )
     kinds = o.get("by_kind") or {}
     print(
         "  by kind            "
@@ -477,7 +494,8 @@ def print_report(result: dict[str, Any]) -> None:
     same_rate = o.get("static_same_rate") or {}
     print(
         f"  static, same rate  the static stack at that rate (the tail's baseline): p50 "
-        f"{same_rate.get('p50_ms')} ms, p99 {same_rate.get('p99_ms')} ms"
+        f"{same_rate.get('p50_ms')} ms, p99 {same_rate.get('p99_ms')} ms; the cores "
+        f"{(same_rate.get('cpu') or {}).get('busy_pct')}% busy"
     )
     inside = o.get("inside_replicas") or {}
     print(

@@ -1,11 +1,14 @@
 """The benchmarks' load generator (bench/chaos.py): what it records of each try, against a real HTTP
 server (the open loop's report splits its tail by kind of request, so every try must be counted under
-its own), the priority its open loops run at, and the rate bench/routing.py's open loops run at."""
+its own), the priority its open loops run at, the rate bench/routing.py's open loops run at, and how
+bench/http_bench.py splits the cores' time between the generator and the servers it measures."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import time
 
 import aiohttp
 from aiohttp import web
@@ -14,6 +17,7 @@ from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
 import chaos  # noqa: E402
+import http_bench  # noqa: E402
 import routing  # noqa: E402
 
 
@@ -63,3 +67,34 @@ def test_routings_open_loops_follow_the_slower_of_the_last_two_rounds():
     assert first == 0.7 * 2000.0
     assert routing.open_loop_rate(0.7, 1400.0, 2000.0) == 0.7 * 1400.0  # slower now: this round's
     assert routing.open_loop_rate(0.7, 1600.0, 1400.0) == 0.7 * 1400.0  # faster now: the round before's
+
+
+def _spin(cpu_seconds: float) -> None:
+    end = time.process_time() + cpu_seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_a_steps_cpu_per_request_splits_the_generator_from_the_servers():
+    """http_bench.cpu_use: this process is the generator; a process whose command line names postgres
+    is a server. The open loop's servers' CPU per request, set beside the peak's, says whether its rate
+    cost each request more."""
+    # The stand-in server spins, says so, then waits (alive: an exited process's time leaves /proc).
+    spin = "import sys, time\nend = time.process_time() + 0.6\nwhile time.process_time() < end: pass\n"
+    spin += "print('spun', flush=True)\nsys.stdin.read()"
+    before, began = chaos.cpu_by_group(os.getpid()), time.monotonic()
+    with subprocess.Popen(
+        [sys.executable, "-c", spin, "postgres: a stand-in backend"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as server:
+        _spin(0.3)
+        assert server.stdout is not None and server.stdout.readline() == "spun\n"
+        cpu = http_bench.cpu_use(before, time.monotonic() - began, requests=1000)
+        server.communicate("", timeout=60)
+
+    assert cpu["generator_us_per_request"] >= 300  # 0.3 CPU-s over 1,000 requests
+    assert cpu["servers_us_per_request"] >= 600
+    assert cpu["share_pct"]["PostgreSQL"] > 0
+    assert cpu["busy_pct"] == round(sum(cpu["share_pct"].values()), 1)
