@@ -94,7 +94,8 @@ def test_a_steps_cpu_per_request_splits_the_generator_from_the_servers():
         cpu = http_bench.cpu_use(before, time.monotonic() - began, requests=1000)
         server.communicate("", timeout=60)
 
-    assert cpu["generator_us_per_request"] >= 300  # 0.3 CPU-s over 1,000 requests
-    assert cpu["servers_us_per_request"] >= 600
+    # 0.3 and 0.6 CPU-s over 1,000 requests; /proc counts in ticks of 10 ms, hence the margins
+    assert 250 <= cpu["generator_us_per_request"] < 450  # the server's time is not the generator's
+    assert cpu["servers_us_per_request"] >= 500
     assert cpu["share_pct"]["PostgreSQL"] > 0
     assert cpu["busy_pct"] == round(sum(cpu["share_pct"].values()), 1)
