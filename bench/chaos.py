@@ -354,14 +354,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-# cpu_by_group's name for the process that calls it: the benchmark itself, generating the load.
+# cpu_reading's name for the process that calls it: the benchmark itself, generating the load.
 GENERATOR = "load generator (this script)"
 
+# Every process's CPU so far: (pid, start time in ticks) -> (its group, CPU seconds, user + system).
+CpuReading = dict[tuple[int, int], tuple[str, float]]
 
-def cpu_by_group(own_pid: int) -> Counter[str]:
-    """CPU seconds (user + system) of every process so far, summed by what it is. The generator is the
-    benchmark's own process and the processes it started with multiprocessing (bench/http_bench.py's)."""
-    groups: Counter[str] = Counter()
+
+def cpu_reading(own_pid: int) -> CpuReading:
+    """Every process's CPU so far and what it is. The generator is the benchmark's own process and the
+    processes it started with multiprocessing (bench/http_bench.py's)."""
+    reading: CpuReading = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -381,16 +384,19 @@ def cpu_by_group(own_pid: int) -> Counter[str]:
             group = "PostgreSQL"
         else:
             group = "other"
-        groups[group] += seconds
-    return groups
+        reading[int(entry.name), int(fields[19])] = (group, seconds)
+    return reading
 
 
-def cpu_since(before: Counter[str]) -> dict[str, float]:
-    """The CPU seconds each group of processes used since `before` (a cpu_by_group reading); groups
-    that used none are left out."""
-    after = cpu_by_group(os.getpid())
-    used = {group: after[group] - before[group] for group in sorted(after)}
-    return {group: seconds for group, seconds in used.items() if seconds > 0}
+def cpu_since(before: CpuReading) -> dict[str, float]:
+    """The CPU seconds each group of processes used since `before` (a cpu_reading), process by process:
+    one started since counts from 0, one that ended since is left out (its last moments are lost; taking
+    group sums instead subtracted its whole life, and a database connection closing during a step made
+    PostgreSQL's figure too small, even negative). Groups that used none are left out."""
+    used: dict[str, float] = {}
+    for key, (group, seconds) in cpu_reading(os.getpid()).items():
+        used[group] = used.get(group, 0.0) + seconds - before.get(key, (group, 0.0))[1]
+    return {group: used[group] for group in sorted(used) if used[group] > 0}
 
 
 def cpu_shares(used: dict[str, float], seconds: float) -> dict[str, float]:

@@ -51,7 +51,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -169,7 +168,7 @@ async def open_loop(
 ) -> dict[str, Any]:
     """A fixed rate whatever the answers, at most MAX_IN_FLIGHT in flight (beyond that: shed), from this
     process at niceness `nice` (chaos.generator_priority)."""
-    cpu_before = chaos.cpu_by_group(os.getpid())
+    cpu_before = chaos.cpu_reading(os.getpid())
     with chaos.generator_priority(nice) as niceness, chaos.without_gc_pauses():
         stats = await _open_loop(session, base, traffic, rate, seconds)
     cpu = cpu_use(cpu_before, time.monotonic() - stats.started, stats.requests)
@@ -255,8 +254,8 @@ def server_percentiles(before: dict[float, float], after: dict[float, float]) ->
     return {"requests": int(total), "p50_ms_at_most": bound(0.5), "p99_ms_at_most": bound(0.99)}
 
 
-def cpu_use(before: Counter[str], seconds: float, requests: int) -> dict[str, Any]:
-    """Each process group's share of the machine's CPU since `before` (chaos.cpu_by_group), how busy the
+def cpu_use(before: chaos.CpuReading, seconds: float, requests: int) -> dict[str, Any]:
+    """Each process group's share of the machine's CPU since `before` (chaos.cpu_reading), how busy the
     cores were in all, the load generator's CPU per request (it is on the same cores as what it
     measures, and where it costs more, on a slower machine, it caps the static side sooner than the
     API's) and the servers' (everything but the generator): set beside a peak's, an open loop's say
@@ -292,7 +291,7 @@ async def ramp_in_processes(
         if share
     ]
     await asyncio.sleep(max(0.0, start_at - time.time()))
-    cpu_before, began = chaos.cpu_by_group(os.getpid()), time.monotonic()
+    cpu_before, began = chaos.cpu_reading(os.getpid()), time.monotonic()
     done = await asyncio.gather(*pending)
     elapsed = time.monotonic() - began
     requests, errors = sum(d[0] for d in done), sum(d[1] for d in done)

@@ -126,7 +126,7 @@ def main() -> None:
         )
         ports = [replica.port for replica in running.replicas]
         replica = running.replicas[0].process
-        before, began = chaos.cpu_by_group(os.getpid()), time.monotonic()
+        before, began = chaos.cpu_reading(os.getpid()), time.monotonic()
         sampler = subprocess.Popen(
             [py_spy, "record", "--pid", str(replica.pid), "--rate", "100", "--format", "raw",
              "--duration", str(int(args.seconds)), "--output", str(raw), "--nonblocking"],

@@ -52,7 +52,7 @@ from chaos import ROOT, stack
 
 DB_NAME = "atelier_bench_routing"
 SETTINGS = ("least_conn", "product")
-SERVER_SIDE = ("API replicas", "PostgreSQL", "nginx")  # chaos.cpu_by_group's groups
+SERVER_SIDE = ("API replicas", "PostgreSQL", "nginx")  # chaos.cpu_reading's groups
 
 
 def log(message: str) -> None:
@@ -89,7 +89,7 @@ async def one_round(
     await asyncio.sleep(1)
     random.seed(seed)  # the same traffic for both settings' rounds
     traffic = chaos.Traffic(args.products, run_id=f"routing-{os.getpid()}-{seed}-{base.rsplit(':', 1)[1]}")
-    lookups, cpu = await chaos.cache_lookups(session, ports), chaos.cpu_by_group(os.getpid())
+    lookups, cpu = await chaos.cache_lookups(session, ports), chaos.cpu_reading(os.getpid())
     (step,) = await chaos.ramp(session, base, traffic, [args.concurrency], args.seconds)
     used = chaos.cpu_since(cpu)
     cache = chaos.hit_rate(lookups, await chaos.cache_lookups(session, ports))

@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import aiohttp
 from aiohttp import web
@@ -75,24 +77,33 @@ def _spin(cpu_seconds: float) -> None:
         pass
 
 
-def test_a_steps_cpu_per_request_splits_the_generator_from_the_servers():
-    """http_bench.cpu_use: this process is the generator; a process whose command line names postgres
-    is a server. The open loop's servers' CPU per request, set beside the peak's, says whether its rate
-    cost each request more."""
-    # The stand-in server spins, says so, then waits (alive: an exited process's time leaves /proc).
-    spin = "import sys, time\nend = time.process_time() + 0.6\nwhile time.process_time() < end: pass\n"
-    spin += "print('spun', flush=True)\nsys.stdin.read()"
-    before, began = chaos.cpu_by_group(os.getpid()), time.monotonic()
+@contextmanager
+def _stand_in_backend(cpu_seconds: float) -> Iterator[subprocess.Popen[str]]:
+    """A process counted as PostgreSQL (its command line names postgres) that spins, says so, then waits
+    until its stdin closes: alive until the block ends."""
+    spin = f"import sys, time\nend = time.process_time() + {cpu_seconds}\n"
+    spin += "while time.process_time() < end: pass\nprint('spun', flush=True)\nsys.stdin.read()"
     with subprocess.Popen(
         [sys.executable, "-c", spin, "postgres: a stand-in backend"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-    ) as server:
+    ) as backend:
+        assert backend.stdout is not None and backend.stdout.readline() == "spun\n"
+        yield backend
+        backend.communicate("", timeout=60)
+
+
+def test_a_steps_cpu_per_request_splits_the_generator_from_the_servers():
+    """http_bench.cpu_use: this process is the generator, a process whose command line names postgres is
+    a server, and a process that ends during the step takes nothing away from its group (one whose whole
+    life was subtracted made PostgreSQL's figure too small). The open loop's servers' CPU per request,
+    set beside the peak's, says whether its rate cost each request more."""
+    with _stand_in_backend(0.5):  # its 0.5 CPU-s were spent before the step, and it ends during it
+        before, began = chaos.cpu_reading(os.getpid()), time.monotonic()
+    with _stand_in_backend(0.6):  # runs during the step
         _spin(0.3)
-        assert server.stdout is not None and server.stdout.readline() == "spun\n"
         cpu = http_bench.cpu_use(before, time.monotonic() - began, requests=1000)
-        server.communicate("", timeout=60)
 
     # 0.3 and 0.6 CPU-s over 1,000 requests; /proc counts in ticks of 10 ms, hence the margins
     assert 250 <= cpu["generator_us_per_request"] < 450  # the server's time is not the generator's
