@@ -262,8 +262,9 @@ def main() -> None:
         log(f"loading {args.products:,} products into {DB_NAME}")
         stack.run([BIN / "atelier-load", "--data", export, "--no-progress"], env)
         api_port = chaos.free_port()
-        # Entries live longer than the run (CACHE_TTL's 60 s would expire some between the warm-up and the
-        # rounds, which then measure misses as hits: 74 of 3,000 "hits" missed in a whole make bench).
+        # Entries live longer than the run (a TTL of 60 s, the default until 2026-12-07, expired some
+        # between the warm-up and the rounds, which then measured misses as hits: 74 of 3,000 "hits" in a
+        # whole make bench).
         replica_env = env | {
             "API_HOST": "127.0.0.1",
             "API_PORT": str(api_port),
