@@ -258,7 +258,7 @@ def cpu_use(before: chaos.CpuReading, seconds: float, requests: int) -> dict[str
     """Each process group's share of the machine's CPU since `before` (chaos.cpu_reading), how busy the
     cores were in all, the load generator's CPU per request (it is on the same cores as what it
     measures, and where it costs more, on a slower machine, it caps the static side sooner than the
-    API's) and the servers' (everything but the generator): set beside a peak's, an open loop's say
+    API's) and the servers' (everything but the generator): set beside a peak's, an open loop's figures say
     whether its rate cost each request more than the peak did."""
     used = chaos.cpu_since(before)
     shares = chaos.cpu_shares(used, seconds)
