@@ -1,6 +1,6 @@
 """Breaking the API's database connection on purpose, for the outage tests: a TCP proxy in front of the
 test server that a test can stop (every connection cut, new ones refused) and start again, or hold (what
-clients send waits in it), a port where nothing listens, and the API command run as a process."""
+clients send then waits in it), a port where nothing listens, and the API command run as a process."""
 
 from __future__ import annotations
 
@@ -27,11 +27,9 @@ class DatabaseProxy:
         self.relaying.set()
 
     def hold(self) -> None:
-        """Keep what clients send from reaching the server (until release): a statement in flight."""
+        """Keep what clients send from now on from reaching the server: a statement in flight stays in
+        the proxy until the proxy is stopped, which cuts its connection."""
         self.relaying.clear()
-
-    def release(self) -> None:
-        self.relaying.set()
 
     def url(self) -> str:
         """server_url, reached through the proxy."""

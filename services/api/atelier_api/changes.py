@@ -90,7 +90,9 @@ async def notify(pool: asyncpg.Pool, conn: asyncpg.Connection, product_id: int, 
     whatever happens here."""
     item = f"{int(product_id)}" if summary else f"{int(product_id)}{REVIEWS_ONLY}"
     key = id(pool)
-    waiting = _waiting.setdefault(key, _Waiting())
+    waiting = _waiting.get(key)
+    if waiting is None:  # no notification of this pool is being sent
+        waiting = _waiting[key] = _Waiting()
     sent = asyncio.get_running_loop().create_future()
     waiting.ids.append((item, sent))
     while not sent.done():
