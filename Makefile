@@ -35,10 +35,11 @@ down:  ## stop a local stack started by `make up` or `make serve` in another ter
 test: install nginx chromium  ## the whole test suite (container tests skip when no engine answers)
 	@$(PY) -m pytest
 
-lint: install  ## ruff (lint + format check) and mypy
+lint: install  ## ruff (lint + format check) and mypy (the services, then bench/ and scripts/)
 	@.venv/bin/ruff check .
 	@.venv/bin/ruff format --check .
 	@.venv/bin/mypy
+	@.venv/bin/mypy bench scripts
 
 format: install  ## apply ruff's fixes and formatting
 	@.venv/bin/ruff check --fix .

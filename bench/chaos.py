@@ -356,6 +356,9 @@ def free_port() -> int:
 
 # cpu_reading's name for the process that calls it: the benchmark itself, generating the load.
 GENERATOR = "load generator (this script)"
+# cpu_reading's groups that serve a request: "the servers' CPU" in every script's figures. Neither the
+# generator nor "other" (the rest of the machine: shells, the container engine, cron) is among them.
+SERVERS = ("API replicas", "PostgreSQL", "nginx")
 
 # Every process's CPU so far: (pid, start time in ticks) -> (its group, CPU seconds, user + system).
 CpuReading = dict[tuple[int, int], tuple[str, float]]
@@ -397,6 +400,11 @@ def cpu_since(before: CpuReading) -> dict[str, float]:
     for key, (group, seconds) in cpu_reading(os.getpid()).items():
         used[group] = used.get(group, 0.0) + seconds - before.get(key, (group, 0.0))[1]
     return {group: used[group] for group in sorted(used) if used[group] > 0}
+
+
+def servers_seconds(used: dict[str, float]) -> float:
+    """The CPU seconds the stack's own processes (SERVERS) used, of cpu_since's figures."""
+    return sum(used.get(group, 0.0) for group in SERVERS)
 
 
 def cpu_shares(used: dict[str, float], seconds: float) -> dict[str, float]:

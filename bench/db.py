@@ -474,10 +474,10 @@ async def measure(
     for round_ in range(rounds):
         for distribution in ("uniform", "zipf"):
             for scenario in scenarios:
-                for statement, *timing in await scenario.job(
+                for statement, execution, planning, blocks_read, read_ms in await scenario.job(
                     conn, scenario.samples[distribution][round_], rng
                 ):
-                    measured[statement][distribution].append((timing[0], timing[1], timing[2], timing[3]))
+                    measured[statement][distribution].append((execution, planning, blocks_read, read_ms))
         if time.monotonic() > deadline:
             raise SystemExit(f"db: {phase} overran the time budget after {round_ + 1} rounds; stopped")
         if (round_ + 1) % max(1, rounds // 10) == 0:

@@ -258,11 +258,12 @@ def cpu_use(before: chaos.CpuReading, seconds: float, requests: int) -> dict[str
     """Each process group's share of the machine's CPU since `before` (chaos.cpu_reading), how busy the
     cores were in all, the load generator's CPU per request (it is on the same cores as what it
     measures, and where it costs more, on a slower machine, it caps the static side sooner than the
-    API's) and the servers' (everything but the generator): set beside a peak's, an open loop's figures say
-    whether its rate cost each request more than the peak did."""
+    API's) and the servers' (chaos.SERVERS: nginx, and the replicas and PostgreSQL or the static nginx
+    servers): set beside a peak's, an open loop's figures say whether its rate cost each request more
+    than the peak did."""
     used = chaos.cpu_since(before)
     shares = chaos.cpu_shares(used, seconds)
-    servers = sum(cpu for group, cpu in used.items() if group != GENERATOR)
+    servers = chaos.servers_seconds(used)
     return {
         "share_pct": shares,
         "busy_pct": round(sum(shares.values()), 1),

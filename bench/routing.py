@@ -52,7 +52,6 @@ from chaos import ROOT, stack
 
 DB_NAME = "atelier_bench_routing"
 SETTINGS = ("least_conn", "product")
-SERVER_SIDE = ("API replicas", "PostgreSQL", "nginx")  # chaos.cpu_reading's groups
 
 
 def log(message: str) -> None:
@@ -94,7 +93,7 @@ async def one_round(
     used = chaos.cpu_since(cpu)
     cache = chaos.hit_rate(lookups, await chaos.cache_lookups(session, ports))
     per_request = {group: round(1e6 * seconds / step["requests"]) for group, seconds in used.items()}
-    server = sum(per_request.get(group, 0) for group in SERVER_SIDE)
+    server = round(1e6 * chaos.servers_seconds(used) / step["requests"])
     rate = open_loop_rate(args.open_load, step["throughput_rps"], previous_rps)
     open_loop = await http_bench.open_loop(
         session, base, traffic, rate, args.open_seconds, args.open_loop_nice

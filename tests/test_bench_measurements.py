@@ -110,3 +110,11 @@ def test_a_steps_cpu_per_request_splits_the_generator_from_the_servers():
     assert cpu["servers_us_per_request"] >= 500
     assert cpu["share_pct"]["PostgreSQL"] > 0
     assert cpu["busy_pct"] == round(sum(cpu["share_pct"].values()), 1)
+
+
+def test_the_servers_cpu_is_the_stacks_own_processes():
+    """Every script counts the servers alike: nginx, the replicas and PostgreSQL; neither the generator
+    nor the rest of the machine ("other": shells, the container engine)."""
+    used = {"API replicas": 1.0, "PostgreSQL": 0.5, "nginx": 0.25, "other": 4.0, chaos.GENERATOR: 8.0}
+    assert chaos.servers_seconds(used) == 1.75
+    assert chaos.servers_seconds({"nginx": 0.25}) == 0.25  # a static stack has no replicas
