@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import struct
 import subprocess
 import sys
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
-from atelier_etl import staging
+from atelier_etl import load, staging
 from atelier_etl.load import first_failure, main, redacted
+from atelier_etl.summary import LoadError
+from tests.api.outages import DatabaseProxy, closed_port
 from tests.conftest import ROOT
 from tests.etl.loadfiles import review, write_export
 
@@ -199,3 +203,82 @@ def test_a_failure_of_one_of_two_lanes_is_reported_as_itself():
     wrapped = ExceptionGroup("lanes", [ExceptionGroup("copy", [error]), ValueError("cancelled lane")])
     assert first_failure(wrapped) is error
     assert first_failure(error) is error
+
+
+# --wait: a database that is not up yet (the compose stack's ETL starts beside its server).
+
+
+async def answer_starting_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """What PostgreSQL answers a client while it starts: no TLS, then FATAL 57P03."""
+    while True:
+        length, code = struct.unpack("!ii", await reader.readexactly(8))
+        await reader.readexactly(length - 8)
+        if code != 80877103:  # not an SSLRequest: the startup message
+            break
+        writer.write(b"N")
+    fields = b"SFATAL\0VFATAL\0C57P03\0Mthe database system is starting up\0\0"
+    writer.write(b"E" + struct.pack("!i", len(fields) + 4) + fields)
+    await writer.drain()
+    writer.close()
+
+
+async def test_wait_connects_once_the_server_is_up(db_url):
+    """First the port refuses, then the server answers that it is starting up, then it is up."""
+    proxy = DatabaseProxy(db_url)
+    proxy.listen_port = closed_port()
+    connecting = asyncio.create_task(load.connect(proxy.url(), wait=60))
+    await asyncio.sleep(0.5)
+    assert not connecting.done()
+    starting = await asyncio.start_server(answer_starting_up, "127.0.0.1", proxy.listen_port)
+    await asyncio.sleep(1)
+    assert not connecting.done()
+    starting.close()
+    await starting.wait_closed()
+    await proxy.start()
+    try:
+        conn = await asyncio.wait_for(connecting, 30)
+        assert await conn.fetchval("SELECT 1") == 1
+        await conn.close()
+    finally:
+        await proxy.stop()
+
+
+async def test_without_wait_a_server_starting_up_fails_at_once():
+    server = await asyncio.start_server(answer_starting_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(LoadError, match="starting up"):
+            await load.connect(f"postgresql://postgres@127.0.0.1:{port}/atelier")
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_wait_does_not_try_again_what_the_server_answered(db_url, monkeypatch):
+    tries = []
+    real_connect = asyncpg.connect
+
+    async def counted(*args, **kwargs):
+        tries.append(args)
+        return await real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(load.asyncpg, "connect", counted)
+    unknown = urlunsplit(urlsplit(db_url)._replace(path="/no_such_database"))
+    with pytest.raises(LoadError, match="no_such_database"):
+        await load.connect(unknown, wait=60)
+    assert len(tries) == 1
+
+
+def test_wait_gives_up_after_its_seconds_and_says_so(tmp_path, capsys):
+    data = str(write_export(tmp_path))
+    assert main(["--data", data, "--database-url", UNREACHABLE, "--wait", "0.5", "--no-progress"]) == 1
+    error = capsys.readouterr().err
+    assert "cannot connect to the database" in error and "(waited 0.5 s)" in error
+    assert "secret" not in error
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "86400"])
+def test_a_bad_wait_is_a_usage_error_naming_the_option(tmp_path, value):
+    result = run_module("--data", str(tmp_path), "--wait", value, "--database-url", UNREACHABLE)
+    assert result.returncode == 2
+    assert "--wait" in result.stderr and "seconds from 0 to 3600" in result.stderr

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -42,6 +43,12 @@ from atelier_etl.rows import (
 from atelier_etl.summary import FileSummary, LoadError, LoadSummary
 
 CONNECT_TIMEOUT = 15  # seconds
+# --wait: the first connection is tried again, pausing from WAIT_PAUSE up to MAX_WAIT_PAUSE seconds, while
+# the server is not up yet: nothing listens, its name does not resolve or it answers "starting up".
+WAIT_PAUSE = 0.1
+MAX_WAIT_PAUSE = 1.0
+
+log = logging.getLogger(__name__)
 
 
 async def load(
@@ -49,8 +56,10 @@ async def load(
     data_dir: Path,
     rejects_path: Path | None = None,
     progress: LoadProgress | None = None,
+    wait: float = 0.0,
 ) -> LoadSummary:
-    """Load the export in `data_dir` and serve it; rejected rows go to `rejects_path`.
+    """Load the export in `data_dir` and serve it; rejected rows go to `rejects_path`. `wait`: seconds
+    to wait for a database server that is not up yet (see `connect`).
 
     Raises InputFileError before touching the database when an input file is missing or is not an
     export file, LoadError (or a database error) when the load fails: the previous data stays served.
@@ -66,7 +75,7 @@ async def load(
             f"cannot write the rejects report {rejects_path}: {exc.strerror or exc}"
         ) from None
     with report:
-        conn = await connect(database_url)
+        conn = await connect(database_url, wait)
         try:
             if not await staging.try_lock(conn):
                 raise LoadError("another atelier-load is running against this database")
@@ -105,11 +114,28 @@ def check_inputs(data_dir: Path) -> None:
         raise InputFileError("; ".join(problems))
 
 
-async def connect(database_url: str) -> asyncpg.Connection:
-    try:
-        return await asyncpg.connect(database_url, timeout=CONNECT_TIMEOUT)
-    except (OSError, TimeoutError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise LoadError(f"cannot connect to the database {redacted(database_url)}: {exc}") from None
+async def connect(database_url: str, wait: float = 0.0) -> asyncpg.Connection:
+    """A connection, tried again for up to `wait` seconds while the server is not up yet: the connection
+    is refused or gets no answer, the server's name does not resolve (a container network starting), or
+    the server answers that it is starting up or shutting down. A job started beside its database (the
+    compose stack's ETL) meets all of these. Anything else the server answers (a wrong password, an
+    unknown database) fails at once."""
+    deadline = time.monotonic() + wait
+    pause = WAIT_PAUSE
+    while True:
+        try:
+            return await asyncpg.connect(database_url, timeout=CONNECT_TIMEOUT)
+        except (OSError, asyncpg.CannotConnectNowError) as exc:  # (TimeoutError is an OSError)
+            if time.monotonic() + pause > deadline:
+                waited = f" (waited {wait:g} s)" if wait > 0 else ""
+                message = f"cannot connect to the database {redacted(database_url)}{waited}: {exc}"
+                raise LoadError(message) from None
+            if pause == WAIT_PAUSE:
+                log.warning("atelier-load: the database is not up yet (%s); waiting up to %g s", exc, wait)
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, MAX_WAIT_PAUSE)
+        except (ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise LoadError(f"cannot connect to the database {redacted(database_url)}: {exc}") from None
 
 
 def redacted(database_url: str) -> str:
@@ -286,11 +312,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--database-url", metavar="URL", help="overrides DATABASE_URL")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars or step lines")
     parser.add_argument(
+        "--wait",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to SECONDS for a database server that is not up yet (refuses connections, is "
+        "starting up); default 0: fail at once",
+    )
+    parser.add_argument(
         "--json",
         action="store_true",
         help="print the summary as one JSON object on stdout (also on failure: ok, exit_code, error)",
     )
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 to 3600")
+    return seconds
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -309,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress = contextlib.nullcontext(PlainProgress(stderr))
     try:
         with progress as shown:
-            summary = asyncio.run(load(database_url, args.data, args.rejects, shown))
+            summary = asyncio.run(load(database_url, args.data, args.rejects, shown, args.wait))
     except InputFileError as exc:
         return _fail(2, str(exc), args.json)
     except LoadError as exc:
