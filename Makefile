@@ -5,8 +5,14 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-# Settings: .env when present (see .env.example), exported to every command.
--include .env
+# Settings: .env when present (see .env.example), exported to every command. A variable set in the
+# environment wins over .env, as with docker compose (`DATABASE_URL=... make up` does what it says, even
+# with .env copied from .env.example, whose empty values would otherwise override it): each KEY=VALUE line
+# of .env becomes KEY ?= VALUE in .run/env.mk, which make then reads.
+ifneq ($(wildcard .env),)
+$(shell mkdir -p .run && sed -E 's/^[[:space:]]*([A-Za-z_][A-Za-z0-9_]*)[[:space:]]*=/\1 ?= /' .env > .run/env.mk)
+include .run/env.mk
+endif
 export
 
 .PHONY: up serve down test lint format load install nginx chromium help bench chaos

@@ -87,3 +87,36 @@ def test_the_compose_check_catches_an_invalid_file(validate_compose, tmp_path):
         (ROOT / "compose.yaml").read_text().replace("restart: unless-stopped", "restart: {when: always}", 1)
     )
     assert validate_compose(broken).returncode != 0
+
+
+def make_sees(folder: Path, names: list[str], env: dict[str, str]) -> list[str]:
+    """What the project's Makefile, run in `folder` (a copy of it beside a .env), exports to a recipe."""
+    shown = " ".join(f"[$${name}]" for name in names)  # ($$: the shell's variable, not make's)
+    result = subprocess.run(
+        ["make", "--no-print-directory", "--eval", f'show: ; @echo "{shown}"', "show"],
+        cwd=folder,
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return re.findall(r"\[([^\]]*)\]", result.stdout)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_a_variable_set_in_the_environment_wins_over_dot_env(tmp_path):
+    """`BENCH_DATABASE_URL=... make bench` with .env copied from .env.example once ran on the embedded
+    server: the example's empty value overrode the command line's."""
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    example = (ROOT / ".env.example").read_text(encoding="utf-8")
+    (tmp_path / ".env").write_text(example.replace("\nNGINX_WORKERS=auto\n", "\nNGINX_WORKERS=1\n"))
+    names = ["BENCH_DATABASE_URL", "NGINX_WORKERS", "NGINX_METRICS_ACCESS", "API_UPSTREAM_SERVERS"]
+    url = "postgresql://postgres@127.0.0.1:5432/postgres"
+    # From the environment: it wins, set or empty. From .env alone: taken whole, spaces and all.
+    assert make_sees(tmp_path, names, {"BENCH_DATABASE_URL": url, "NGINX_WORKERS": ""}) == [
+        url,
+        "",
+        "deny all",
+        "server api:8000 max_fails=1 fail_timeout=2s;",
+    ]
+    assert make_sees(tmp_path, names[:2], {}) == ["", "1"]
