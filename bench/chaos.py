@@ -413,6 +413,28 @@ def cpu_shares(used: dict[str, float], seconds: float) -> dict[str, float]:
     return {group: round(100 * used_seconds / (seconds * cores), 1) for group, used_seconds in used.items()}
 
 
+def cpu_use(before: CpuReading, seconds: float, requests: int) -> dict[str, Any]:
+    """What a step cost the machine since `before` (a cpu_reading): each process group's share of the
+    cores, how busy the cores were in all, and each group's CPU per request, the load generator's apart
+    from the servers' (SERVERS: nginx, and the replicas and PostgreSQL, or the static nginx servers). The
+    generator is on the same cores as what it measures, and where it costs more (a slower machine) it caps
+    the cheaper side sooner; set beside a peak's, an open loop's figures say whether its rate cost each
+    request more than the peak did."""
+    used = cpu_since(before)
+    shares = cpu_shares(used, seconds)
+
+    def per_request(cpu_seconds: float) -> int | None:
+        return round(1e6 * cpu_seconds / requests) if requests else None
+
+    return {
+        "share_pct": shares,
+        "busy_pct": round(sum(shares.values()), 1),
+        "generator_us_per_request": per_request(used.get(GENERATOR, 0.0)),
+        "servers_us_per_request": per_request(servers_seconds(used)),
+        "us_per_request": {group: per_request(cpu_seconds) for group, cpu_seconds in used.items()},
+    }
+
+
 def rss_bytes(pid: int) -> int | None:
     try:
         import psutil

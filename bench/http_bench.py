@@ -178,7 +178,7 @@ async def open_loop(
     cpu_before = chaos.cpu_reading(os.getpid())
     with chaos.generator_priority(nice) as niceness, chaos.without_gc_pauses():
         stats = await _open_loop(session, base, traffic, rate, seconds)
-    cpu = cpu_use(cpu_before, time.monotonic() - stats.started, stats.requests)
+    cpu = chaos.cpu_use(cpu_before, time.monotonic() - stats.started, stats.requests)
     latencies = chaos.latencies(stats)
     return {
         "generator_nice": niceness,
@@ -261,24 +261,6 @@ def server_percentiles(before: dict[float, float], after: dict[float, float]) ->
     return {"requests": int(total), "p50_ms_at_most": bound(0.5), "p99_ms_at_most": bound(0.99)}
 
 
-def cpu_use(before: chaos.CpuReading, seconds: float, requests: int) -> dict[str, Any]:
-    """Each process group's share of the machine's CPU since `before` (chaos.cpu_reading), how busy the
-    cores were in all, the load generator's CPU per request (it is on the same cores as what it
-    measures, and where it costs more, on a slower machine, it caps the static side sooner than the
-    API's) and the servers' (chaos.SERVERS: nginx, and the replicas and PostgreSQL or the static nginx
-    servers): set beside a peak's, an open loop's figures say whether its rate cost each request more
-    than the peak did."""
-    used = chaos.cpu_since(before)
-    shares = chaos.cpu_shares(used, seconds)
-    servers = chaos.servers_seconds(used)
-    return {
-        "share_pct": shares,
-        "busy_pct": round(sum(shares.values()), 1),
-        "generator_us_per_request": round(1e6 * used.get(GENERATOR, 0.0) / requests) if requests else None,
-        "servers_us_per_request": round(1e6 * servers / requests) if requests else None,
-    }
-
-
 async def warm_caches(
     session: aiohttp.ClientSession,
     pool: ProcessPoolExecutor,
@@ -338,7 +320,7 @@ async def ramp_in_processes(
         concurrency, requests, errors, [x for d in done for x in d[2]], max(d[3] for d in done)
     )
     step["generator_processes"] = len(done)
-    step["cpu"] = cpu_use(cpu_before, elapsed, requests)
+    step["cpu"] = chaos.cpu_use(cpu_before, elapsed, requests)
     return step
 
 

@@ -135,7 +135,7 @@ async def closed_loop(send: Send, bodies: Bodies, concurrency: int, seconds: flo
             latencies.append(time.monotonic() - began)
             outcomes["created" if ok else "refused"] += 1
 
-    began = time.monotonic()
+    cpu_before, began = chaos.cpu_reading(os.getpid()), time.monotonic()
     await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), seconds + 30)
     elapsed = time.monotonic() - began
     return {
@@ -147,6 +147,7 @@ async def closed_loop(send: Send, bodies: Bodies, concurrency: int, seconds: flo
         "throughput_rps": round(outcomes["created"] / elapsed, 1),
         "p50_ms": ms(percentile(latencies, 0.5)),
         "p99_ms": ms(percentile(latencies, 0.99)),
+        "cpu": chaos.cpu_use(cpu_before, elapsed, sum(outcomes.values())),
     }
 
 
@@ -311,6 +312,19 @@ def prepare(server_url: str, args: argparse.Namespace, env: dict[str, str]) -> t
     return url, f"loaded by atelier-load: {args.products} products from {args.export}"
 
 
+def cpu_summary(cpu: dict[str, Any] | None, path: str) -> str:
+    """A step's CPU per review by process group, and how busy the cores were. On the baseline path the
+    benchmark's own process runs the data layer (what the replicas run on the API path)."""
+    if not cpu:
+        return "not measured"
+    generator = "this script (the data layer)" if path == "baseline" else "load generator"
+    groups = ", ".join(
+        f"{generator if group == chaos.GENERATOR else group} {us}"
+        for group, us in sorted(cpu["us_per_request"].items(), key=lambda item: -(item[1] or 0))
+    )
+    return f"µs per review: {groups}; the cores {cpu['busy_pct']}% busy"
+
+
 def print_report(result: dict[str, Any]) -> None:
     print()
     print(
@@ -335,6 +349,8 @@ def print_report(result: dict[str, Any]) -> None:
     print(f"  API peak           {a['throughput_rps']} POST/s through nginx ({a['concurrency']} in flight; "
           f"p50 {a['p50_ms']} ms, p99 {a['p99_ms']} ms)  target >= {TARGET_RPS:,.0f}")  # fmt: skip
     print(f"  ratio              {result['peak_ratio']}x the database's own limit (peak over peak)")
+    for label, peak in (("baseline", b), ("API", a)):
+        print(f"  CPU, {label + ' peak':13s} {cpu_summary(peak.get('cpu'), label)}")
     print(
         f"  reviews            +{result['reviews_after'] - result['reviews_before']:,} stored for "
         f"{result['reviews_created_acknowledged']:,} acknowledged; photos +{result['photos_added']:,}"

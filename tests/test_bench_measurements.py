@@ -19,7 +19,6 @@ from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
 import chaos  # noqa: E402
-import http_bench  # noqa: E402
 import routing  # noqa: E402
 
 
@@ -95,7 +94,7 @@ def _stand_in_backend(cpu_seconds: float) -> Iterator[subprocess.Popen[str]]:
 
 
 def test_a_steps_cpu_per_request_splits_the_generator_from_the_servers():
-    """http_bench.cpu_use: this process is the generator, a process whose command line names postgres is
+    """chaos.cpu_use: this process is the generator, a process whose command line names postgres is
     a server, and a process that ends during the step takes nothing away from its group (one whose whole
     life was subtracted made PostgreSQL's figure too small). The open loop's servers' CPU per request,
     set beside the peak's, says whether its rate cost each request more."""
@@ -103,13 +102,16 @@ def test_a_steps_cpu_per_request_splits_the_generator_from_the_servers():
         before, began = chaos.cpu_reading(os.getpid()), time.monotonic()
     with _stand_in_backend(0.6):  # runs during the step
         _spin(0.3)
-        cpu = http_bench.cpu_use(before, time.monotonic() - began, requests=1000)
+        cpu = chaos.cpu_use(before, time.monotonic() - began, requests=1000)
 
     # 0.3 and 0.6 CPU-s over 1,000 requests; /proc counts in ticks of 10 ms, hence the margins
     assert 250 <= cpu["generator_us_per_request"] < 450  # the server's time is not the generator's
     assert cpu["servers_us_per_request"] >= 500
     assert cpu["share_pct"]["PostgreSQL"] > 0
     assert cpu["busy_pct"] == round(sum(cpu["share_pct"].values()), 1)
+    per_group = cpu["us_per_request"]  # each group apart: what one request cost it
+    assert per_group[chaos.GENERATOR] == cpu["generator_us_per_request"]
+    assert per_group["PostgreSQL"] >= 500
 
 
 def test_the_servers_cpu_is_the_stacks_own_processes():
