@@ -6,7 +6,9 @@
 It starts the same stack as bench/http_bench.py (a fresh load, three `atelier-api` replicas as a
 least-privileged role, nginx from the project's template with its rate limit lifted) and drives it with
 bench/chaos.py's closed loop (~70% GET /reviews, 25% /reviews/meta, 5% writes, Zipf-skewed products)
-at --concurrency requests in flight. Meanwhile it measures two things:
+at --concurrency requests in flight: first for --warm-seconds (default 60), so that the replicas' caches
+hold what a replica that has served a while holds (bench/http_bench.py's warm-up, for the same reason),
+then for the measured --seconds. Over those it measures two things:
 
 - the machine's CPU by process group (API replicas, nginx, PostgreSQL, this load generator, the rest),
   from /proc: user + system seconds over the run, as a share of the time both cores had;
@@ -29,6 +31,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,16 +91,27 @@ def summarize_stacks(raw: Path) -> dict[str, Any]:
 
 
 async def drive(
-    base: str, ports: list[int], products: int, concurrency: int, seconds: float
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    traffic = chaos.Traffic(products, f"profile{os.getpid()}")
-    connector = aiohttp.TCPConnector(limit=concurrency)
+    base: str, ports: list[int], args: argparse.Namespace, sample: Callable[[], subprocess.Popen[bytes]]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, float], float, subprocess.Popen[bytes]]:
+    """The mix for --warm-seconds (the replicas' caches fill, as in a replica that has served a while),
+    then the measured --seconds: py-spy (`sample`) and the CPU reading start after the warm-up."""
+    traffic = chaos.Traffic(args.products, f"profile{os.getpid()}")
+    connector = aiohttp.TCPConnector(limit=args.concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
-        await chaos.ramp(session, base, traffic, [8], 3)  # warm up: learn ids, fill caches
+        await chaos.ramp(session, base, traffic, [8], 3)  # learn ids, first connections
+        if args.warm_seconds:
+            print(
+                f"profile: the mix at {args.concurrency} in flight for {args.warm_seconds:.0f} s first",
+                flush=True,
+            )
+            await chaos.ramp(session, base, traffic, [args.concurrency], args.warm_seconds)
         before = await chaos.cache_lookups(session, ports)
-        (step,) = await chaos.ramp(session, base, traffic, [concurrency], seconds)
+        cpu_before, began = chaos.cpu_reading(os.getpid()), time.monotonic()
+        sampler = sample()
+        (step,) = await chaos.ramp(session, base, traffic, [args.concurrency], args.seconds)
+        used, elapsed = chaos.cpu_since(cpu_before), time.monotonic() - began
         after = await chaos.cache_lookups(session, ports)
-    return step, chaos.hit_rate(before, after)
+    return step, chaos.hit_rate(before, after), used, elapsed, sampler
 
 
 def main() -> None:
@@ -107,10 +121,16 @@ def main() -> None:
     parser.add_argument("--products", type=int, default=100_000)
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds of measured load (5-120)")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (1-256)")
+    parser.add_argument(
+        "--warm-seconds",
+        type=float,
+        default=60.0,
+        help="seconds of the mix before the profile (0-600; 0: from a cold start, as before 2026-12-07)",
+    )
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
-    if not 5 <= args.seconds <= 120 or not 1 <= args.concurrency <= 256:
-        parser.error("--seconds must be 5-120 and --concurrency 1-256")
+    if not 5 <= args.seconds <= 120 or not 1 <= args.concurrency <= 256 or not 0 <= args.warm_seconds <= 600:
+        parser.error("--seconds must be 5-120, --concurrency 1-256 and --warm-seconds 0-600")
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if py_spy is None:
         raise SystemExit("py-spy is not installed: make install (it is in the dev extras)")
@@ -126,14 +146,15 @@ def main() -> None:
         )
         ports = [replica.port for replica in running.replicas]
         replica = running.replicas[0].process
-        before, began = chaos.cpu_reading(os.getpid()), time.monotonic()
-        sampler = subprocess.Popen(
-            [py_spy, "record", "--pid", str(replica.pid), "--rate", "100", "--format", "raw",
-             "--duration", str(int(args.seconds)), "--output", str(raw), "--nonblocking"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        step, cache = asyncio.run(drive(base, ports, args.products, args.concurrency, args.seconds))
-        used, elapsed = chaos.cpu_since(before), time.monotonic() - began
+
+        def sample() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                [py_spy, "record", "--pid", str(replica.pid), "--rate", "100", "--format", "raw",
+                 "--duration", str(int(args.seconds)), "--output", str(raw), "--nonblocking"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )  # fmt: skip
+
+        step, cache, used, elapsed, sampler = asyncio.run(drive(base, ports, args, sample))
         _, errors = sampler.communicate(timeout=args.seconds + 30)
         if sampler.returncode != 0:
             raise SystemExit(f"py-spy failed: {errors.decode(errors='replace').strip()}")
@@ -143,6 +164,7 @@ def main() -> None:
     result = {
         "products": args.products,
         "concurrency": args.concurrency,
+        "warm_seconds": args.warm_seconds,
         "seconds": round(elapsed, 1),
         "cores": cores,
         "load": step,
