@@ -1,5 +1,7 @@
-"""ATELIER_ENV: development by default; production refuses an empty or example database password, with
-one clear line that names the problem and never the password. The loader applies the same rule."""
+"""ATELIER_ENV: development by default; production refuses an example database password, and an empty
+one over TCP, with one clear line that names the problem and never the password. A URL whose every host
+is a Unix socket directory needs no password (the server may authenticate the OS user). The loader
+applies the same rule."""
 
 from __future__ import annotations
 
@@ -38,6 +40,10 @@ def test_production_takes_a_real_password() -> None:
         ),
         "postgresql://atelier:CHANGE-ME@db/atelier",
         "postgresql://atelier:change%2Dme@db/atelier",  # percent-encoded is the same password
+        "postgresql:///atelier",  # no host named: asyncpg may fall back to TCP on localhost
+        "postgresql://atelier@db/atelier?host=/var/run/postgresql",  # a TCP host too
+        "postgresql://atelier@/atelier?host=/var/run/postgresql,db",
+        "postgresql://atelier:postgres@/atelier?host=/var/run/postgresql",  # an example, socket or not
     ],
 )
 def test_production_refuses_an_empty_or_example_password(url: str) -> None:
@@ -50,6 +56,30 @@ def test_production_refuses_an_empty_or_example_password(url: str) -> None:
     assert userinfo not in message  # the URL's credentials are never echoed
 
     assert etl_environment.refusal(url, {"ATELIER_ENV": "production"}) is not None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://atelier@/atelier?host=/var/run/postgresql",
+        "postgresql://atelier@%2Fvar%2Frun%2Fpostgresql/atelier",
+        "postgresql://atelier@/atelier?host=/run/postgresql,/tmp",
+    ],
+)
+def test_production_takes_a_unix_socket_without_a_password(url: str) -> None:
+    """Over a socket PostgreSQL can authenticate the OS user (peer): there is no password to copy from an
+    example, and README's "Configuration" suggests the socket for a server on the replicas' host."""
+    assert Config.from_env({"DATABASE_URL": url, "ATELIER_ENV": "production"}).environment == "production"
+    assert etl_environment.refusal(url, {"ATELIER_ENV": "production"}) is None
+
+
+def test_a_missing_password_over_tcp_points_to_the_socket() -> None:
+    with pytest.raises(ConfigError, match=r"no password.*Unix socket instead, \?host=/path"):
+        Config.from_env({"DATABASE_URL": "postgresql://atelier@db/atelier", "ATELIER_ENV": "production"})
+
+    assert etl_environment.refusal("postgresql://atelier@db/atelier", {"ATELIER_ENV": "production"}) == (
+        api_config.NO_PASSWORD
+    )
 
 
 def test_an_unknown_environment_is_named() -> None:

@@ -7,7 +7,7 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 T = TypeVar("T")
 
@@ -109,17 +109,36 @@ def _database_url(raw: str) -> str:
     return raw
 
 
+NO_PASSWORD = (
+    "DATABASE_URL has no password, which ATELIER_ENV=production refuses over TCP "
+    "(a server on this host can be named by its Unix socket instead, ?host=/path, where it may authenticate "
+    "the OS user)"
+)
+
+
 def weak_password_problem(database_url: str) -> str | None:
-    """Why DATABASE_URL's password is unfit for production (empty, or an example value), or None."""
+    """Why DATABASE_URL's password is unfit for production (an example value; or none, unless every
+    host it names is a Unix socket directory), or None. atelier_etl.environment.refusal is the same rule
+    for the loader."""
     try:
-        password = unquote(urlsplit(database_url).password or "")
+        parts = urlsplit(database_url)
+        password = unquote(parts.password or "")
     except ValueError:
-        password = None
-    if not password:
-        return "DATABASE_URL has no password, which ATELIER_ENV=production refuses"
+        return NO_PASSWORD
     if password.lower() in EXAMPLE_PASSWORDS:
         return "DATABASE_URL's password is an example value, which ATELIER_ENV=production refuses"
+    if not password and not _unix_sockets_only(parts.hostname, parts.query):
+        return NO_PASSWORD
     return None
+
+
+def _unix_sockets_only(hostname: str | None, query: str) -> bool:
+    """The URL names one or more hosts, each a socket directory (an absolute path, in the host part
+    percent-encoded or in ?host=): over a Unix socket PostgreSQL can authenticate the OS user (peer),
+    so no password is needed and none can have been copied from an example."""
+    hosts = [unquote(hostname)] if hostname else []
+    hosts += [h for value in parse_qs(query).get("host", []) for h in value.split(",")]
+    return bool(hosts) and all(host.startswith("/") for host in hosts)
 
 
 def _environment(raw: str) -> str:

@@ -1,17 +1,23 @@
-"""ATELIER_ENV for the loader: in production it refuses a DATABASE_URL whose password is empty or an
-example value, exactly as the API does (atelier_api.config; the ETL image does not carry the API, so the
-rule is repeated here and a test keeps the two lists equal)."""
+"""ATELIER_ENV for the loader: in production it refuses a DATABASE_URL whose password is an example
+value, or empty unless every host it names is a Unix socket, exactly as the API does
+(atelier_api.config; the ETL image does not carry the API, so the rule is repeated here and a test keeps
+the two equal)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 from collections.abc import Mapping
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 ENVIRONMENTS = ("development", "production")
 EXAMPLE_PASSWORDS = frozenset(
     {"change-me", "changeme", "postgres", "password", "secret", "example", "atelier", "admin"}
+)
+NO_PASSWORD = (
+    "DATABASE_URL has no password, which ATELIER_ENV=production refuses over TCP "
+    "(a server on this host can be named by its Unix socket instead, ?host=/path, where it may authenticate "
+    "the OS user)"
 )
 
 
@@ -23,14 +29,22 @@ def refusal(database_url: str, environ: Mapping[str, str]) -> str | None:
     if environment != "production":
         return None
     try:
-        password = unquote(urlsplit(database_url).password or "")
+        parts = urlsplit(database_url)
+        password = unquote(parts.password or "")
     except ValueError:
-        password = ""
-    if not password:
-        return "DATABASE_URL has no password, which ATELIER_ENV=production refuses"
+        return NO_PASSWORD
     if password.lower() in EXAMPLE_PASSWORDS:
         return "DATABASE_URL's password is an example value, which ATELIER_ENV=production refuses"
+    if not password and not _unix_sockets_only(parts.hostname, parts.query):
+        return NO_PASSWORD
     return None
+
+
+def _unix_sockets_only(hostname: str | None, query: str) -> bool:
+    """The URL names hosts, each a socket directory: PostgreSQL can then authenticate the OS user."""
+    hosts = [unquote(hostname)] if hostname else []
+    hosts += [h for value in parse_qs(query).get("host", []) for h in value.split(",")]
+    return bool(hosts) and all(host.startswith("/") for host in hosts)
 
 
 def database_url(parser: argparse.ArgumentParser, given: str | None) -> tuple[str, str | None]:
