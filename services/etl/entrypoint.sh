@@ -1,11 +1,19 @@
 #!/bin/sh
-# The ETL container's job: load the export in $DATA_DIR, generating a sample there first when the
-# folder holds no export and GENERATE_SAMPLE_PRODUCTS asks for one. Exits with the loader's code. The
-# loader waits up to a minute for PostgreSQL: a container started beside it may not be listening yet.
+# The ETL container's job, run on every `docker compose up`: load the export in $DATA_DIR into a
+# database that serves no data yet, generating a sample there first when the folder holds no export and
+# GENERATE_SAMPLE_PRODUCTS asks for one. A database that already serves data is left as it is (the
+# loader's --if-empty): a load replaces the data served, and with it every review, vote and report the
+# API has taken since. ETL_RELOAD=1 loads the export all the same, replacing them. Exits with the
+# loader's code. The rejects report goes to /reports (a volume of its own): the export folder, which
+# may be yours (EXPORT_DIR), is only read. The loader waits up to a minute for PostgreSQL: a container
+# started beside it may not be listening yet.
 set -eu
 data=${DATA_DIR:-/data}
+if [ "${ETL_RELOAD:-0}" != 1 ]; then
+  set -- --if-empty "$@"
+fi
 if [ ! -f "$data/reviews.csv" ] && [ "${GENERATE_SAMPLE_PRODUCTS:-0}" -gt 0 ]; then
   echo "etl: no export in $data; generating a sample of $GENERATE_SAMPLE_PRODUCTS products"
   atelier-generate --out "$data" --products "$GENERATE_SAMPLE_PRODUCTS" --no-progress
 fi
-exec atelier-load --data "$data" --no-progress --wait 60 "$@"
+exec atelier-load --data "$data" --rejects /reports/rejects.csv --no-progress --wait 60 "$@"

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import ROOT
-from tests.e2e.balanced import REPLICAS, BalancedDeploymentSuite, Deployment
+from tests.e2e.balanced import REPLICAS, BalancedDeploymentSuite, Deployment, described, new_review
 from tests.e2e.conftest import free_port
 
 
@@ -132,6 +132,53 @@ async def test_the_load_profile_serves_locust_and_its_traffic_succeeds(compose):
                 assert stopped.status == 200
     total = next(row for row in stats["stats"] if row["name"] == "Aggregated")
     assert total["num_requests"] > 0 and total["num_failures"] == 0, stats["errors"]
+
+
+async def test_starting_the_stack_again_keeps_the_reviews_the_api_took(compose):
+    """Every `docker compose up` runs the one-shot ETL again. It loads only into a database that serves
+    no data yet (`atelier-load --if-empty`): until it did, the next `up` replaced the served data with the
+    export, and a review acknowledged with 201 was gone."""
+    host, port = compose.get_service_host_and_port("nginx", 8080)
+    async with aiohttp.ClientSession(f"http://{host or '127.0.0.1'}:{port}") as http:
+        found = await described(http, 1)
+        assert found is not None
+        posted = new_review(found[0], body="Taken before the stack was started again. " * 2)
+        async with http.post("/reviews", json=posted) as created:
+            assert created.status == 201, await created.text()
+            location = created.headers["Location"]
+
+        await asyncio.to_thread(compose.start)  # `docker compose up --build --wait`, as an operator runs it
+
+        async with http.get(location) as kept:
+            assert kept.status == 200 and (await kept.json())["body"] == posted["body"]
+        etl = next(c for c in compose.get_containers(include_all=True) if c.Service == "etl")
+        assert (etl.State, etl.ExitCode) == ("exited", 0)
+        stdout, _ = compose.get_logs("etl")
+        assert "the database already serves data; nothing loaded" in stdout
+
+
+def test_a_reload_on_purpose_reads_an_export_folder_and_keeps_its_report_apart(compose, tmp_path):
+    """ETL_RELOAD=1 loads even into a database that serves data. The export may be a folder of yours
+    (EXPORT_DIR) that the container's user cannot write: the loader only reads it, and the rejects report
+    goes to the `reports` volume. (Until it did, a folder of yours failed the load: permission denied.)"""
+    export = tmp_path / "export"
+    subprocess.run(
+        [str(ROOT / ".venv/bin/atelier-generate"), "--out", str(export), "--products", "300",
+         "--dirty-rate", "0.02", "--no-progress"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    export.chmod(0o755)  # readable by the container's user, never writable: mounted read-only below
+    base = compose.compose_command_property
+    reload = [*base, "run", "--rm", "-v", f"{export}:/data:ro", "-e", "ETL_RELOAD=1", "etl"]
+    loaded = subprocess.run(reload, capture_output=True, text=True, timeout=300)
+    assert loaded.returncode == 0, loaded.stdout[-2000:] + loaded.stderr[-2000:]
+    assert "rejects report: /reports/rejects.csv" in loaded.stdout
+
+    copied = tmp_path / "rejects.csv"
+    subprocess.run([*base, "cp", "etl:/reports/rejects.csv", str(copied)], check=True, timeout=60)
+    rejected = copied.read_text(encoding="utf-8").splitlines()
+    assert rejected[0] == "file,line,kind,reason,raw" and len(rejected) > 1
+    assert not (export / "rejects.csv").exists()
 
 
 class TestComposeStack(BalancedDeploymentSuite):

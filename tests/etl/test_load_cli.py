@@ -190,6 +190,70 @@ def test_json_summary_for_machines(db_url, tmp_path, capsys):
     assert summary["totals"]["read"] == summary["totals"]["loaded"] + summary["totals"]["rejected"]
 
 
+def add_review_as_the_api_would(db_url: str, review_id: int) -> None:
+    async def insert() -> None:
+        conn = await asyncpg.connect(db_url)
+        try:
+            await conn.execute(
+                "INSERT INTO public.reviews (id, product_id, rating, body, recommend, reviewer_name, "
+                "reviewer_email) VALUES ($1, 1, 5, 'taken by the API after the load', true, 'n', 'e@x.io')",
+                review_id,
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(insert())
+
+
+def test_if_empty_loads_a_database_with_no_tables_or_no_product(db_url, tmp_path, capsys):
+    """compose's ETL passes --if-empty: the first start loads, whether PostgreSQL's init scripts made the
+    tables (empty) or nothing made them yet."""
+    data = write_export(tmp_path)
+    assert served_reviews(db_url) is None
+    assert main(["--data", str(data), "--database-url", db_url, "--no-progress", "--if-empty"]) == 0
+    assert served_reviews(db_url) == [1, 2, 3, 5]
+
+    async def empty_the_tables() -> None:
+        conn = await asyncpg.connect(db_url)
+        try:
+            await conn.execute("TRUNCATE public.reviews, public.characteristics CASCADE")
+        finally:
+            await conn.close()
+
+    asyncio.run(empty_the_tables())
+    assert main(["--data", str(data), "--database-url", db_url, "--no-progress", "--if-empty"]) == 0
+    assert served_reviews(db_url) == [1, 2, 3, 5]
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_if_empty_leaves_a_database_that_serves_data_as_it_is(db_url, tmp_path, capsys, as_json):
+    """The second `docker compose up` runs the ETL again: what the API took since the load must stay."""
+    first = write_export(tmp_path / "first")
+    assert main(["--data", str(first), "--database-url", db_url, "--no-progress"]) == 0
+    add_review_as_the_api_would(db_url, 1000)
+    report = (first / "rejects.csv").read_bytes()
+    capsys.readouterr()
+
+    other = write_export(tmp_path / "other", reviews=[review(id=70)], photos=[], characteristic_reviews=[])
+    args = ["--data", str(first), "--database-url", db_url, "--no-progress", "--if-empty"]
+    assert main([*args, "--json"] if as_json else args) == 0
+    assert main(["--data", str(other), "--database-url", db_url, "--no-progress", "--if-empty"]) == 0
+
+    out = capsys.readouterr().out
+    if as_json:
+        first_answer = json.loads(out.splitlines()[0])
+        assert first_answer["ok"] is True and first_answer["loaded"] is False
+        assert "already serves data" in first_answer["reason"]
+    assert "the database already serves data; nothing loaded" in out
+    assert served_reviews(db_url) == [1, 2, 3, 5, 1000]  # and no staging schema left
+    assert (first / "rejects.csv").read_bytes() == report  # the last load's report, untouched
+    assert not list(first.glob("rejects.csv.partial*")) and not (other / "rejects.csv").exists()
+
+    # Without --if-empty, a load replaces the data served, the API's review with it.
+    assert main(["--data", str(other), "--database-url", db_url, "--no-progress"]) == 0
+    assert served_reviews(db_url) == [70]
+
+
 def test_json_failure_says_why_with_the_exit_code(tmp_path, capsys):
     assert main(["--data", str(tmp_path / "nowhere"), "--database-url", UNREACHABLE, "--json"]) == 2
     failure = json.loads(capsys.readouterr().out)

@@ -57,9 +57,12 @@ async def load(
     rejects_path: Path | None = None,
     progress: LoadProgress | None = None,
     wait: float = 0.0,
-) -> LoadSummary:
+    if_empty: bool = False,
+) -> LoadSummary | None:
     """Load the export in `data_dir` and serve it; rejected rows go to `rejects_path`. `wait`: seconds
-    to wait for a database server that is not up yet (see `connect`).
+    to wait for a database server that is not up yet (see `connect`). `if_empty`: only into a database
+    that serves no product yet; when it does, nothing is touched and the result is None (the compose
+    stack's ETL, run on every `docker compose up`, must not replace what the API has taken since).
 
     Raises InputFileError before touching the database when an input file is missing or is not an
     export file, LoadError (or a database error) when the load fails: the previous data stays served.
@@ -79,6 +82,8 @@ async def load(
         try:
             if not await staging.try_lock(conn):
                 raise LoadError("another atelier-load is running against this database")
+            if if_empty and await staging.serves_a_product(conn):
+                return None  # `report` drops its partial file; the last load's report stays
             try:
                 files = await _stage_and_switch(conn, database_url, data_dir, report, progress)
             except Exception as exc:
@@ -286,7 +291,8 @@ def _step(progress: LoadProgress | None, message: str) -> None:
 
 EPILOG = """\
 exit codes:
-  0    loaded (rejected rows, if any, are listed in the rejects report)
+  0    loaded (rejected rows, if any, are listed in the rejects report); with --if-empty, also
+       nothing loaded because the database already serves data
   1    the load failed (database unreachable, SQL error, ...); the previous data is still served
   2    usage error, or an input file is missing, unreadable or lacks its header (database untouched)
   130  interrupted; the previous data is still served
@@ -295,6 +301,9 @@ environment:
   DATABASE_URL  postgresql://user:password@host:port/dbname (--database-url overrides it)
   ATELIER_ENV   development (default) or production: production refuses an empty or example password
 """
+
+
+KEPT = "--if-empty: a load replaces every review, vote and report taken since; run without it to reload"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -318,6 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="wait up to SECONDS for a database server that is not up yet (refuses connections, is "
         "starting up); default 0: fail at once",
+    )
+    parser.add_argument(
+        "--if-empty",
+        action="store_true",
+        help="load only when the database serves no product yet; otherwise leave it as it is and exit 0 "
+        "(what a start-up job wants: reviews taken by the API since the last load are never replaced)",
     )
     parser.add_argument(
         "--json",
@@ -353,7 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress = contextlib.nullcontext(PlainProgress(stderr))
     try:
         with progress as shown:
-            summary = asyncio.run(load(database_url, args.data, args.rejects, shown, args.wait))
+            summary = asyncio.run(
+                load(database_url, args.data, args.rejects, shown, args.wait, args.if_empty)
+            )
     except InputFileError as exc:
         return _fail(2, str(exc), args.json)
     except LoadError as exc:
@@ -363,6 +380,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(1, message, args.json)
     except KeyboardInterrupt:
         return _fail(130, "interrupted; the previous data is still served", args.json)
+    if summary is None:
+        message = f"the database already serves data; nothing loaded ({KEPT})"
+        print(json.dumps({"ok": True, "loaded": False, "reason": message}) if args.json else message)
+        return 0
     if args.json:
         print(json.dumps(summary.as_dict()))
     else:

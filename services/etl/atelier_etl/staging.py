@@ -72,6 +72,18 @@ SET maintenance_work_mem = '256MB';
 
 TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
 
+# Whether the served tables hold a product: a characteristic or a review, as the API's /readyz asks it
+# (the first entry of each product index). `atelier-load --if-empty` then leaves them alone. Tables that
+# are missing hold none (the second query would fail on them, so it runs only when both exist).
+SERVED_TABLES_EXIST = f"""
+SELECT to_regclass('{SERVED_SCHEMA}.characteristics') IS NOT NULL
+    AND to_regclass('{SERVED_SCHEMA}.reviews') IS NOT NULL
+"""
+HAS_A_PRODUCT = f"""
+SELECT (SELECT product_id FROM {SERVED_SCHEMA}.characteristics ORDER BY product_id LIMIT 1) IS NOT NULL
+    OR (SELECT product_id FROM {SERVED_SCHEMA}.reviews ORDER BY product_id LIMIT 1) IS NOT NULL
+"""
+
 # The API replicas' change channel (atelier_api/changes.py; a test keeps the names equal): `*` = everything.
 CHANGES_CHANNEL = "atelier_changes"
 NOTIFY_EVERYTHING = "SELECT pg_notify('atelier_changes', '*')"
@@ -186,6 +198,11 @@ def _row_count(status: str) -> int:
 
 async def try_lock(conn: asyncpg.Connection) -> bool:
     return bool(await conn.fetchval(TRY_LOCK, ADVISORY_LOCK_KEY))
+
+
+async def serves_a_product(conn: asyncpg.Connection) -> bool:
+    """The served tables hold a product: a load or the API has put data there."""
+    return bool(await conn.fetchval(SERVED_TABLES_EXIST) and await conn.fetchval(HAS_A_PRODUCT))
 
 
 async def prepare(conn: asyncpg.Connection) -> None:
