@@ -13,8 +13,10 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from atelier_api import readiness
 from atelier_etl import load, staging
 from atelier_etl.load import first_failure, main, redacted
+from atelier_etl.schema import apply_schema
 from atelier_etl.summary import LoadError
 from tests.api.outages import DatabaseProxy, closed_port
 from tests.conftest import ROOT
@@ -252,6 +254,30 @@ def test_if_empty_leaves_a_database_that_serves_data_as_it_is(db_url, tmp_path, 
     # Without --if-empty, a load replaces the data served, the API's review with it.
     assert main(["--data", str(other), "--database-url", db_url, "--no-progress"]) == 0
     assert served_reviews(db_url) == [70]
+
+
+@pytest.mark.parametrize("rows", ["no tables", "no rows", "a characteristic", "a review"])
+async def test_if_empty_and_the_apis_readiness_agree_on_what_serves_data(db_url, rows):
+    """The loader leaves alone exactly the databases whose /readyz says "ready": it never replaces data
+    a replica serves, and a database a replica would not serve gets its load."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        if rows != "no tables":
+            await apply_schema(conn)
+        if rows == "a characteristic":
+            await conn.execute("INSERT INTO characteristics (product_id, name) VALUES (7, 'Fit')")
+        if rows == "a review":
+            await conn.execute(
+                "INSERT INTO reviews (product_id, rating, body, recommend, reviewer_name, reviewer_email) "
+                "VALUES (7, 5, 'b', true, 'n', 'e@x.io')"
+            )
+        ready = not await conn.fetch(readiness.MISSING_TABLES, readiness.TABLES) and bool(
+            await conn.fetchval(readiness.HAS_A_PRODUCT)
+        )
+        assert await staging.serves_a_product(conn) is ready
+        assert ready is (rows in ("a characteristic", "a review"))
+    finally:
+        await conn.close()
 
 
 def test_json_failure_says_why_with_the_exit_code(tmp_path, capsys):
