@@ -33,7 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import chaos  # (bench/chaos.py: traffic mix, closed loop, stack start-up)
@@ -90,9 +90,19 @@ def summarize_stacks(raw: Path) -> dict[str, Any]:
     }
 
 
+class Measured(NamedTuple):
+    """The measured --seconds of the mix."""
+
+    step: dict[str, Any]  # chaos.ramp's step: throughput, latencies, errors
+    cache: dict[str, Any]  # the replicas' cache hits and misses over it
+    cpu_used: dict[str, float]  # CPU seconds by process group (chaos.cpu_since)
+    seconds: float
+    sampler: subprocess.Popen[bytes]  # py-spy, recording the first replica
+
+
 async def drive(
     base: str, ports: list[int], args: argparse.Namespace, sample: Callable[[], subprocess.Popen[bytes]]
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, float], float, subprocess.Popen[bytes]]:
+) -> Measured:
     """The mix for --warm-seconds (the replicas' caches fill, as in a replica that has served a while),
     then the measured --seconds: py-spy (`sample`) and the CPU reading start after the warm-up."""
     traffic = chaos.Traffic(args.products, f"profile{os.getpid()}")
@@ -111,7 +121,7 @@ async def drive(
         (step,) = await chaos.ramp(session, base, traffic, [args.concurrency], args.seconds)
         used, elapsed = chaos.cpu_since(cpu_before), time.monotonic() - began
         after = await chaos.cache_lookups(session, ports)
-    return step, chaos.hit_rate(before, after), used, elapsed, sampler
+    return Measured(step, chaos.hit_rate(before, after), used, elapsed, sampler)
 
 
 def main() -> None:

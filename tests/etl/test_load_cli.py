@@ -18,6 +18,7 @@ from atelier_etl import load, staging
 from atelier_etl.load import first_failure, main, redacted
 from atelier_etl.schema import apply_schema
 from atelier_etl.summary import LoadError
+from tests.api import factories
 from tests.api.outages import DatabaseProxy, closed_port
 from tests.conftest import ROOT
 from tests.etl.loadfiles import review, write_export
@@ -196,11 +197,7 @@ def add_review_as_the_api_would(db_url: str, review_id: int) -> None:
     async def insert() -> None:
         conn = await asyncpg.connect(db_url)
         try:
-            await conn.execute(
-                "INSERT INTO public.reviews (id, product_id, rating, body, recommend, reviewer_name, "
-                "reviewer_email) VALUES ($1, 1, 5, 'taken by the API after the load', true, 'n', 'e@x.io')",
-                review_id,
-            )
+            await factories.review(conn, 1, id=review_id, body="taken by the API after the load")
         finally:
             await conn.close()
 
@@ -265,12 +262,9 @@ async def test_if_empty_and_the_apis_readiness_agree_on_what_serves_data(db_url,
         if rows != "no tables":
             await apply_schema(conn)
         if rows == "a characteristic":
-            await conn.execute("INSERT INTO characteristics (product_id, name) VALUES (7, 'Fit')")
+            await factories.characteristic(conn, 7, "Fit")
         if rows == "a review":
-            await conn.execute(
-                "INSERT INTO reviews (product_id, rating, body, recommend, reviewer_name, reviewer_email) "
-                "VALUES (7, 5, 'b', true, 'n', 'e@x.io')"
-            )
+            await factories.review(conn, 7)
         ready = not await conn.fetch(readiness.MISSING_TABLES, readiness.TABLES) and bool(
             await conn.fetchval(readiness.HAS_A_PRODUCT)
         )

@@ -303,9 +303,6 @@ environment:
 """
 
 
-KEPT = "--if-empty: a load replaces every review, vote and report taken since; run without it to reload"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="atelier-load",
@@ -381,7 +378,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _fail(130, "interrupted; the previous data is still served", args.json)
     if summary is None:
-        message = f"the database already serves data; nothing loaded ({KEPT})"
+        message = (
+            "the database already serves data; nothing loaded (--if-empty: a load replaces every review, "
+            "vote and report taken since; run without it to reload)"
+        )
         print(json.dumps({"ok": True, "loaded": False, "reason": message}) if args.json else message)
         return 0
     if args.json:
