@@ -234,6 +234,21 @@ def envsubst(template: str, values: dict[str, str]) -> str:
 
 # How nginx spreads reads over the replicas (services/nginx/templates/default.conf.template).
 READ_ROUTINGS = ("product", "least_conn")
+# What NGINX_TRUSTED_PROXIES may hold, between spaces or commas: IP addresses and CIDR ranges.
+TRUSTED_PROXY = re.compile(r"[0-9A-Fa-f.:/]+")
+
+
+def real_ip_directives(trusted_proxies: str) -> str:
+    """nginx's real-IP directives for NGINX_TRUSTED_PROXIES, as the nginx image renders them
+    (services/nginx/15-real-ip.envsh): none when it is empty."""
+    proxies = trusted_proxies.replace(",", " ").split()
+    for proxy in proxies:
+        if not TRUSTED_PROXY.fullmatch(proxy):
+            raise SystemExit(f'stack: NGINX_TRUSTED_PROXIES: "{proxy}" is not an IP address or CIDR range')
+    if not proxies:
+        return ""
+    trusted = " ".join(f"set_real_ip_from {proxy};" for proxy in proxies)
+    return f"real_ip_header X-Forwarded-For; real_ip_recursive on; {trusted}"
 
 
 def render_nginx(
@@ -258,7 +273,9 @@ def render_nginx(
         "NGINX_READ_ROUTING": setting("NGINX_READ_ROUTING", "product"),
         "NGINX_WORKERS": setting("NGINX_WORKERS", "auto"),
         "NGINX_MIME_TYPES": setting("NGINX_MIME_TYPES", "/etc/nginx/mime.types"),
+        "NGINX_TRUSTED_PROXIES": setting("NGINX_TRUSTED_PROXIES", ""),
     } | dict(overrides or {})
+    values["NGINX_REAL_IP"] = real_ip_directives(values["NGINX_TRUSTED_PROXIES"])
     routing = values["NGINX_READ_ROUTING"]
     if routing not in READ_ROUTINGS:
         raise SystemExit(f"stack: NGINX_READ_ROUTING={routing!r}: must be one of {', '.join(READ_ROUTINGS)}")

@@ -26,6 +26,7 @@ SOURCES = {
         "services/**/*.sh",
         "scripts/*.sh",
         "services/nginx/*.conf",
+        "services/nginx/*.envsh",
     ],
 }
 

@@ -58,6 +58,8 @@ def compose(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
         "API_DB_PASSWORD=test-only-api-password\n"
         f"API_REPLICAS={REPLICAS}\n"
         "GENERATE_SAMPLE_PRODUCTS=300\n"
+        # Documentation ranges, which hold no real proxy: nothing this suite sends is affected.
+        "NGINX_TRUSTED_PROXIES=192.0.2.0/24, 198.51.100.0/24\n"
     )
     options = {"env_file": str(env_file), "build": True, "wait": True, "profiles": ["load"]}
     stack = DockerCompose(ROOT, compose_file_name="compose.yaml", **options)
@@ -97,6 +99,16 @@ def test_the_etl_completed_and_three_replicas_serve(compose):
     # `up --wait` returned only once nginx's own healthcheck (an API answer through it) passed.
     nginx = next(c for c in compose.get_containers() if c.Service == "nginx")
     assert (nginx.State, nginx.Health) == ("running", "healthy")
+
+
+def test_nginx_renders_its_trusted_proxies_from_the_setting(compose):
+    """The image sources its 15-real-ip.envsh before rendering the template, so NGINX_TRUSTED_PROXIES
+    reaches nginx's configuration. What the directives do: tests/e2e/test_limits.py, on a local nginx."""
+    config, _, _ = compose.exec_in_container(["nginx", "-T"], service_name="nginx")
+    assert (
+        "real_ip_header X-Forwarded-For; real_ip_recursive on; "
+        "set_real_ip_from 192.0.2.0/24; set_real_ip_from 198.51.100.0/24;"
+    ) in config
 
 
 def wait_until_locust_reaches_nginx(compose, seconds: float = 30) -> None:

@@ -9,14 +9,20 @@ stack's nginx (and its 1000r/s limit, which other tests rely on) is left alone.
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
+import os
+import re
 import socket
+import subprocess
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -31,26 +37,50 @@ OTHER_CLIENT = "127.0.0.2"  # a second client address (all of 127/8 is loopback)
 class LimitedNginx:
     port: int
     url: str
+    access_log: Path
+
+    def clients_logged(self, request_ids: set[str]) -> Counter[str]:
+        """The client address nginx logged for each of these requests (its access log, JSON lines)."""
+        lines = map(json.loads, self.access_log.read_text().splitlines())
+        return Counter(line["client"] for line in lines if line["request_id"] in request_ids)
 
 
-@pytest.fixture(scope="module")
-def nginx(local_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimitedNginx]:
-    prefix = tmp_path_factory.mktemp("nginx-limits")
+@contextmanager
+def limited_nginx(
+    local_stack: LocalStack, prefix: Path, settings: dict[str, str] | None = None
+) -> Iterator[LimitedNginx]:
     port = free_port()
     overrides = {
         "NGINX_RATE_LIMIT": f"{RATE}r/s",
         "NGINX_RATE_BURST": str(BURST),
         "NGINX_CLIENT_TIMEOUT": f"{CLIENT_TIMEOUT:g}s",
-    }
+    } | (settings or {})
     stack.render_nginx(prefix, list(local_stack.replica_ports.values()), port, overrides)
     name, process = stack.start(
-        "nginx-limits", [stack.nginx_binary(), "-p", str(prefix), "-c", "nginx.conf", "-g", "daemon off;"], {}
+        prefix.name, [stack.nginx_binary(), "-p", str(prefix), "-c", "nginx.conf", "-g", "daemon off;"], {}
     )
     try:
         stack.wait_for_port(port, process, name)
-        yield LimitedNginx(port, f"http://127.0.0.1:{port}")
+        yield LimitedNginx(port, f"http://127.0.0.1:{port}", prefix / "logs" / "access.log")
     finally:
         stack.stop_all([(name, process)])
+
+
+@pytest.fixture(scope="module")
+def nginx(local_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimitedNginx]:
+    with limited_nginx(local_stack, tmp_path_factory.mktemp("nginx-limits")) as limited:
+        yield limited
+
+
+@pytest.fixture(scope="module")
+def nginx_behind_proxies(
+    local_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LimitedNginx]:
+    """The same limits, behind proxies of our own: this test's loopback address (127.0.0.1, not
+    OTHER_CLIENT) and a private range, named as an operator would, with a comma and a space."""
+    prefix = tmp_path_factory.mktemp("nginx-proxied")
+    with limited_nginx(local_stack, prefix, {"NGINX_TRUSTED_PROXIES": "127.0.0.1, 10.0.0.0/8"}) as limited:
+        yield limited
 
 
 def exchange(port: int, data: bytes, timeout: float = 10.0) -> tuple[bytes, float]:
@@ -192,15 +222,19 @@ def test_a_client_that_stops_sending_its_body_is_cut_off(nginx: LimitedNginx) ->
     assert CLIENT_TIMEOUT * 0.8 <= seconds <= CLIENT_TIMEOUT * 4
 
 
-def flood(port: int, requests: int, stop: threading.Event | None = None) -> Counter[int]:
-    """GETs as fast as one client address can send them, on keep-alive connections."""
+def flood(
+    port: int, requests: int, stop: threading.Event | None = None, forwarded_for: Iterator[str] | None = None
+) -> Counter[int]:
+    """GETs as fast as one client address can send them, on keep-alive connections; each with the next
+    X-Forwarded-For of `forwarded_for` when given."""
     statuses: Counter[int] = Counter()
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         for _ in range(requests):
             if stop is not None and stop.is_set():
                 break
-            connection.request("GET", "/healthz")
+            headers = {"X-Forwarded-For": next(forwarded_for)} if forwarded_for is not None else {}
+            connection.request("GET", "/healthz", headers=headers)
             response = connection.getresponse()
             body = response.read()
             statuses[response.status] += 1
@@ -266,3 +300,102 @@ def test_the_api_stays_quick_for_others_during_a_flood_and_slow_clients(nginx: L
     assert flooded[429] > 0  # the flood was running, and limited
     assert max(timings) < 0.5, timings
     assert sorted(timings)[len(timings) // 2] < 0.1, timings
+
+
+def get_status(port: int, headers: dict[str, str], source: str = "127.0.0.1") -> int:
+    """GET /healthz from this source address with these headers: the status."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
+    try:
+        connection.request("GET", "/healthz", headers=headers)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def test_a_clients_own_x_forwarded_for_changes_neither_its_rate_limit_nor_its_logged_address(
+    nginx: LimitedNginx,
+) -> None:
+    """Without NGINX_TRUSTED_PROXIES, X-Forwarded-For is whatever a client wrote: a flood that names
+    a new address in every request is still one client."""
+    time.sleep(BURST / RATE + 0.5)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        spoofs = [map(f"198.51.{worker}.{{}}".format, itertools.count()) for worker in range(4)]
+        floods = [pool.submit(flood, nginx.port, 100, None, spoof) for spoof in spoofs]
+        statuses = sum((f.result() for f in floods), Counter())
+    assert set(statuses) == {200, 429}
+    assert BURST <= statuses[200] <= BURST + RATE * 5
+
+    get_status(nginx.port, {"X-Forwarded-For": "198.51.100.7", "X-Request-Id": "spoofed-1"})
+    assert nginx.clients_logged({"spoofed-1"}) == Counter({"127.0.0.1": 1})
+
+
+def test_behind_trusted_proxies_each_forwarded_client_has_its_own_rate_limit(
+    nginx_behind_proxies: LimitedNginx,
+) -> None:
+    """With NGINX_TRUSTED_PROXIES, the client is the address the proxies forward: one flooding client
+    behind them is limited, the others behind the same proxies are not, and the log names each."""
+    port = nginx_behind_proxies.port
+    time.sleep(BURST / RATE + 0.5)
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        floods = [pool.submit(flood, port, 100_000, stop, itertools.repeat("203.0.113.7")) for _ in range(3)]
+        try:
+            time.sleep(0.3)
+            others = {
+                # another client behind the proxy; one behind two proxies (the rightmost untrusted
+                # address is the client's); and a client at an address that is no proxy of ours, which
+                # forwards the flooding client's address: it is itself, and not limited with it
+                "behind-1": get_status(port, {"X-Forwarded-For": "203.0.113.8", "X-Request-Id": "behind-1"}),
+                "behind-2": get_status(
+                    port, {"X-Forwarded-For": "203.0.113.9, 10.1.2.3", "X-Request-Id": "behind-2"}
+                ),
+                "direct": get_status(
+                    port, {"X-Forwarded-For": "203.0.113.7", "X-Request-Id": "direct"}, source=OTHER_CLIENT
+                ),
+                "flooder": get_status(port, {"X-Forwarded-For": "203.0.113.7", "X-Request-Id": "flooder"}),
+            }
+        finally:
+            stop.set()
+        flooded = sum((f.result() for f in floods), Counter())
+
+    assert flooded[429] > 0 and flooded[200] <= BURST + RATE * 30, flooded
+    assert others == {"behind-1": 200, "behind-2": 200, "direct": 200, "flooder": 429}
+    assert nginx_behind_proxies.clients_logged(set(others)) == Counter(
+        {"203.0.113.8": 1, "203.0.113.9": 1, OTHER_CLIENT: 1, "203.0.113.7": 1}
+    )
+
+
+def test_trusted_proxies_render_the_same_in_both_stacks(tmp_path: Path) -> None:
+    """The nginx image renders NGINX_TRUSTED_PROXIES with its sourced 15-real-ip.envsh (POSIX sh), the
+    local stack with stack.real_ip_directives: the same directives, and the same refusals."""
+    envsh = stack.NGINX_DIR / "15-real-ip.envsh"
+    assert os.access(envsh, os.X_OK)  # the official image's entrypoint sources only executable ones
+
+    def image(value: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["sh", "-c", f'. "{envsh}" && printf %s "$NGINX_REAL_IP"'],
+            env={"PATH": os.environ["PATH"], "NGINX_TRUSTED_PROXIES": value},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    for value in ("", "  ", "127.0.0.1", "10.0.0.0/8, 192.168.1.5 2001:db8::/32", "fd00::1,172.16.0.0/12"):
+        rendered = image(value)
+        assert rendered.returncode == 0, rendered.stderr
+        assert rendered.stdout == stack.real_ip_directives(value)
+    assert stack.real_ip_directives("10.0.0.0/8, 127.0.0.1") == (
+        "real_ip_header X-Forwarded-For; real_ip_recursive on; "
+        "set_real_ip_from 10.0.0.0/8; set_real_ip_from 127.0.0.1;"
+    )
+
+    (tmp_path / "a-file").touch()  # `*` must not become a file's name
+    for value, refused in (("10.0.0.0/8; allow all", "10.0.0.0/8;"), ("*", "*"), ("a.example", "a.example")):
+        message = f'NGINX_TRUSTED_PROXIES: "{refused}" is not an IP address or CIDR range'
+        rendered = image(value)
+        assert rendered.returncode != 0 and message in rendered.stderr, rendered
+        with pytest.raises(SystemExit, match=re.escape(message)):
+            stack.real_ip_directives(value)
