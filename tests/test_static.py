@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import ROOT
 
@@ -59,6 +60,18 @@ def test_env_example_documents_each_setting_with_a_comment():
         if re.match(r"^[A-Z][A-Z0-9_]*=", line):
             above = next(prev for prev in reversed(lines[:number]) if not re.match(r"^[A-Z]", prev))
             assert above.startswith("#"), f"{line} has no comment above it"
+
+
+def test_every_compose_service_rotates_its_logs():
+    """Docker's default json-file driver keeps every line forever; each service's log is capped."""
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text(encoding="utf-8"))["services"]
+    assert {"postgres", "etl", "api", "nginx"} <= set(services)
+    for name, service in services.items():
+        logging = service.get("logging", {})
+        assert logging.get("driver") == "json-file", f"{name}: no json-file logging"
+        options = logging.get("options", {})
+        assert options.get("max-size") == "${CONTAINER_LOG_MAX_SIZE:-20m}", f"{name}: {options}"
+        assert options.get("max-file") == "${CONTAINER_LOG_MAX_FILES:-5}", f"{name}: {options}"
 
 
 @pytest.fixture
