@@ -117,6 +117,7 @@ def assert_json_error(answer: Answer, status: int, message: str) -> None:
     assert json.loads(answer.body) == {"error": message, "details": []}
     assert answer.headers["x-content-type-options"] == "nosniff"
     assert answer.headers["x-request-id"]
+    assert answer.headers["server"] == "nginx"  # server_tokens off: no version
 
 
 def request(path: str, *headers: str, method: str = "GET", body: bytes = b"") -> bytes:
@@ -132,6 +133,7 @@ def test_a_large_body_within_the_limit_reaches_a_replica(nginx: LimitedNginx) ->
         )
         answer = parse(exchange(nginx.port, request("/reviews", *headers, method="POST", body=sent))[0])
         assert answer.status == 422 and "x-replica" in answer.headers, answer
+        assert answer.headers["server"] == "nginx"  # neither nginx's version nor the replica's aiohttp
 
 
 def test_an_oversized_body_gets_413(nginx: LimitedNginx) -> None:
