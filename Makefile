@@ -15,13 +15,19 @@ include .run/env.mk
 endif
 export
 
-.PHONY: up serve down test lint format load install nginx chromium help bench chaos
+.PHONY: up serve down test lint format load install lock nginx chromium help bench chaos
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
 
 install:  ## create .venv and install the services and dev tools
 	@scripts/bootstrap.sh
+
+# Each image's exact dependencies, with hashes, for every Python from 3.11 (`--universal`): kept as they are
+# where pyproject.toml still allows them; `make lock LOCK_FLAGS=--upgrade` moves every one to the newest.
+lock: install  ## write services/*/requirements.lock from their pyproject.toml (what the images install)
+	@for service in api etl; do .venv/bin/uv pip compile services/$$service/pyproject.toml --universal \
+		--python-version 3.11 --generate-hashes --quiet $(LOCK_FLAGS) -o services/$$service/requirements.lock || exit 1; done
 
 nginx:  ## make sure nginx is installed (apt as root, else says what to install)
 	@scripts/ensure-nginx.sh

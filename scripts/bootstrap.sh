@@ -27,10 +27,15 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 
+# The services' dependencies at the versions their images install (services/*/requirements.lock, without
+# the hashes: pip checks hashes only when every requirement has one, and editable installs have none);
+# the development tools at the newest their ranges in pyproject.toml allow.
 stamp=.venv/.installed
-if [ ! -f "$stamp" ] || [ -n "$(find pyproject.toml services/*/pyproject.toml -newer "$stamp" 2>/dev/null)" ]; then
+if [ ! -f "$stamp" ] || [ -n "$(find pyproject.toml services/*/pyproject.toml services/*/requirements.lock -newer "$stamp" 2>/dev/null)" ]; then
   echo "installing Python packages into .venv" >&2
+  sed -e '/--hash=/d' -e 's/ *\\$//' -e '/^ *#/d' services/api/requirements.lock services/etl/requirements.lock \
+    > .venv/constraints.txt
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e services/api -e services/etl -e '.[dev]'
+  .venv/bin/python -m pip install -q -c .venv/constraints.txt -e services/api -e services/etl -e '.[dev]'
   touch "$stamp"
 fi

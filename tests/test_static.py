@@ -1,5 +1,6 @@
-"""Static checks of the deployment files: compose.yaml is valid Compose, and every setting any part of
-the project reads is documented in .env.example."""
+"""Static checks of the deployment files: compose.yaml is valid Compose and rotates every log, every
+setting any part of the project reads is documented in .env.example, and each image's requirements.lock
+pins what its pyproject.toml asks for."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from tests.conftest import ROOT
 
@@ -72,6 +77,41 @@ def test_every_compose_service_rotates_its_logs():
         options = logging.get("options", {})
         assert options.get("max-size") == "${CONTAINER_LOG_MAX_SIZE:-20m}", f"{name}: {options}"
         assert options.get("max-file") == "${CONTAINER_LOG_MAX_FILES:-5}", f"{name}: {options}"
+
+
+def locked(path: Path) -> dict[str, tuple[Version, list[str]]]:
+    """A requirements.lock's pins: each package's version and hashes."""
+    text = path.read_text(encoding="utf-8").replace("\\\n", " ")
+    pins = {}
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        pin, *rest = line.split()
+        name, _, version = pin.partition("==")
+        pins[canonicalize_name(name)] = (
+            Version(version),
+            [t for t in rest if t.startswith("--hash=sha256:")],
+        )
+    return pins
+
+
+@pytest.mark.parametrize("service", ["api", "etl"])
+def test_each_images_lock_pins_what_its_pyproject_asks_for(service):
+    """The images install services/<service>/requirements.lock (`make lock`): every dependency of the
+    service's pyproject.toml pinned at a version its range allows, and every pin with its hashes. A
+    dependency added or a range moved without `make lock` fails here rather than in an image build."""
+    project = tomllib.loads((ROOT / "services" / service / "pyproject.toml").read_text(encoding="utf-8"))
+    pins = locked(ROOT / "services" / service / "requirements.lock")
+    for dependency in project["project"]["dependencies"]:
+        requirement = Requirement(dependency)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} is not in {service}/requirements.lock: run `make lock`"
+        version, _ = pins[name]
+        assert version in requirement.specifier, (
+            f"{name} {version} is outside {requirement.specifier}: `make lock`"
+        )
+    assert all(hashes for _, hashes in pins.values()), pins
+    assert len(pins) > len(project["project"]["dependencies"])  # their own dependencies pinned too
 
 
 @pytest.fixture
