@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from urllib.parse import urlunsplit
 
 import aiohttp
 import pytest
@@ -20,6 +21,9 @@ import pytest
 from tests.conftest import ROOT
 from tests.e2e.balanced import REPLICAS, BalancedDeploymentSuite, Deployment, described, new_review
 from tests.e2e.conftest import free_port
+
+# The compose stack's PostgreSQL password in these tests (their own env file).
+POSTGRES_PASSWORD = "test-only-password"
 
 
 def engine_problem() -> str | None:
@@ -54,7 +58,7 @@ def compose(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
         f"COMPOSE_PROJECT_NAME=atelier-test-{os.getpid()}\n"
         f"HTTP_PORT={free_port()}\n"
         f"LOCUST_PORT={free_port()}\n"
-        "POSTGRES_PASSWORD=test-only-password\n"
+        f"POSTGRES_PASSWORD={POSTGRES_PASSWORD}\n"
         "API_DB_PASSWORD=test-only-api-password\n"
         f"API_REPLICAS={REPLICAS}\n"
         "GENERATE_SAMPLE_PRODUCTS=300\n"
@@ -191,6 +195,50 @@ def test_a_reload_on_purpose_reads_an_export_folder_and_keeps_its_report_apart(c
     rejected = copied.read_text(encoding="utf-8").splitlines()
     assert rejected[0] == "file,line,kind,reason,raw" and len(rejected) > 1
     assert not (export / "rejects.csv").exists()
+
+
+def test_a_dump_restores_over_the_schema_a_new_volume_starts_with(compose):
+    """README's backups: `pg_dump -Fc` of the served database, restored with `pg_restore --clean
+    --if-exists --exit-on-error` over the schema PostgreSQL's init scripts create on an empty volume
+    (here in a second database of the stack's server, so the stack keeps serving), gives the same rows
+    and summaries that `atelier-verify` finds exact."""
+
+    def psql(database: str, *args: str) -> str:
+        command = ["psql", "-U", "atelier", "-d", database, "-v", "ON_ERROR_STOP=1", "-tA", *args]
+        return compose.exec_in_container(command, service_name="postgres")[0]
+
+    facts = (
+        "SELECT (SELECT count(*) FROM reviews), (SELECT max(id) FROM reviews), "
+        "(SELECT sum(helpfulness) FROM reviews), (SELECT count(*) FROM product_summaries), "
+        "(SELECT count(*) FROM characteristic_summaries)"
+    )
+    dump = ["pg_dump", "-U", "atelier", "-d", "atelier", "-Fc", "-f", "/tmp/atelier.dump"]
+    compose.exec_in_container(dump, service_name="postgres")
+    psql("postgres", "-c", "DROP DATABASE IF EXISTS restore_check", "-c", "CREATE DATABASE restore_check")
+    try:
+        init = (
+            "for f in /docker-entrypoint-initdb.d/*.sql; do"
+            " psql -U atelier -d restore_check -q -v ON_ERROR_STOP=1 -f $f || exit 1; done"
+        )
+        compose.exec_in_container(["sh", "-c", init], service_name="postgres")
+        restore = ["pg_restore", "-U", "atelier", "-d", "restore_check", "--exit-on-error"]
+        over_the_init_schema = ["--clean", "--if-exists"]
+        compose.exec_in_container(
+            [*restore, *over_the_init_schema, "/tmp/atelier.dump"], service_name="postgres"
+        )
+        assert psql("restore_check", "-c", facts) == psql("atelier", "-c", facts)
+
+        url = urlunsplit(
+            ("postgresql", f"atelier:{POSTGRES_PASSWORD}@postgres:5432", "/restore_check", "", "")
+        )
+        verify = [*compose.compose_command_property, "run", "--rm", "--no-deps", "-e", f"DATABASE_URL={url}"]
+        verified = subprocess.run(
+            [*verify, "--entrypoint", "atelier-verify", "etl"], capture_output=True, text=True, timeout=120
+        )
+        assert verified.returncode == 0, verified.stdout[-2000:] + verified.stderr[-2000:]
+        assert "products: 0 differences" in verified.stdout
+    finally:
+        psql("postgres", "-c", "DROP DATABASE IF EXISTS restore_check")
 
 
 class TestComposeStack(BalancedDeploymentSuite):

@@ -39,10 +39,17 @@ class LimitedNginx:
     url: str
     access_log: Path
 
-    def clients_logged(self, request_ids: set[str]) -> Counter[str]:
-        """The client address nginx logged for each of these requests (its access log, JSON lines)."""
-        lines = map(json.loads, self.access_log.read_text().splitlines())
-        return Counter(line["client"] for line in lines if line["request_id"] in request_ids)
+    def clients_logged(self, request_ids: set[str], timeout: float = 5.0) -> Counter[str]:
+        """The client address nginx logged for each of these requests (its access log, JSON lines).
+        nginx writes a request's line as it finalises the request, which may be just after the client
+        has the answer: wait for every id, for up to `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [json.loads(line) for line in self.access_log.read_text().splitlines()]
+            logged = [line for line in lines if line["request_id"] in request_ids]
+            if {line["request_id"] for line in logged} == request_ids or time.monotonic() > deadline:
+                return Counter(line["client"] for line in logged)
+            time.sleep(0.05)
 
 
 @contextmanager
