@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextmanager
+def nginx_in_front(
+    replica_ports: list[int], prefix: Path, overrides: dict[str, str] | None = None
+) -> Iterator[int]:
+    """An nginx of a test's own in front of the stack's replicas, rendered from the project's template
+    with these settings (a low rate limit, another routing, ...) into `prefix`: its port while it runs."""
+    port = free_port()
+    stack.render_nginx(prefix, replica_ports, port, overrides)
+    command = [stack.nginx_binary(), "-p", str(prefix), "-c", "nginx.conf", "-g", "daemon off;"]
+    name, process = stack.start(prefix.name, command, {})
+    try:
+        stack.wait_for_port(port, process, name)
+        yield port
+    finally:
+        stack.stop_all([(name, process)])
 
 
 @dataclass

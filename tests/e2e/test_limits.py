@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import LocalStack, free_port, stack
+from tests.e2e.conftest import LocalStack, nginx_in_front, stack
 
 RATE, BURST = 20, 20
 CLIENT_TIMEOUT = 1.0  # seconds: NGINX_CLIENT_TIMEOUT of this nginx
@@ -56,21 +56,14 @@ class LimitedNginx:
 def limited_nginx(
     local_stack: LocalStack, prefix: Path, settings: dict[str, str] | None = None
 ) -> Iterator[LimitedNginx]:
-    port = free_port()
-    overrides = {
+    limits = {
         "NGINX_RATE_LIMIT": f"{RATE}r/s",
         "NGINX_RATE_BURST": str(BURST),
         "NGINX_CLIENT_TIMEOUT": f"{CLIENT_TIMEOUT:g}s",
-    } | (settings or {})
-    stack.render_nginx(prefix, list(local_stack.replica_ports.values()), port, overrides)
-    name, process = stack.start(
-        prefix.name, [stack.nginx_binary(), "-p", str(prefix), "-c", "nginx.conf", "-g", "daemon off;"], {}
-    )
-    try:
-        stack.wait_for_port(port, process, name)
+    }
+    ports = list(local_stack.replica_ports.values())
+    with nginx_in_front(ports, prefix, limits | (settings or {})) as port:
         yield LimitedNginx(port, f"http://127.0.0.1:{port}", prefix / "logs" / "access.log")
-    finally:
-        stack.stop_all([(name, process)])
 
 
 @pytest.fixture(scope="module")

@@ -12,25 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import LocalStack, free_port, stack
+from tests.e2e.conftest import LocalStack, free_port, nginx_in_front, stack
 
 
 @pytest.fixture(scope="module")
 def least_conn_nginx(local_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    prefix = tmp_path_factory.mktemp("nginx-least-conn")
-    port = free_port()
     overrides = {"NGINX_READ_ROUTING": "least_conn", "NGINX_RATE_LIMIT": "10000r/s"}
-    stack.render_nginx(prefix, list(local_stack.replica_ports.values()), port, overrides)
-    name, process = stack.start(
-        "nginx-least-conn",
-        [stack.nginx_binary(), "-p", str(prefix), "-c", "nginx.conf", "-g", "daemon off;"],
-        {},
-    )
-    try:
-        stack.wait_for_port(port, process, name)
+    prefix = tmp_path_factory.mktemp("nginx-least-conn")
+    with nginx_in_front(list(local_stack.replica_ports.values()), prefix, overrides) as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        stack.stop_all([(name, process)])
 
 
 def test_least_conn_spreads_one_products_reads_over_every_replica(least_conn_nginx: str) -> None:

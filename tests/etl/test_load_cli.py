@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 
 from atelier_api import readiness
+from atelier_api.errors import NotReady
 from atelier_etl import load, staging
 from atelier_etl.load import first_failure, main, redacted
 from atelier_etl.schema import apply_schema
@@ -265,9 +266,12 @@ async def test_if_empty_and_the_apis_readiness_agree_on_what_serves_data(db_url,
             await factories.characteristic(conn, 7, "Fit")
         if rows == "a review":
             await factories.review(conn, 7)
-        ready = not await conn.fetch(readiness.MISSING_TABLES, readiness.TABLES) and bool(
-            await conn.fetchval(readiness.HAS_A_PRODUCT)
-        )
+        async with asyncpg.create_pool(db_url, min_size=1, max_size=1) as pool:
+            try:
+                await readiness.check(pool)
+                ready = True
+            except NotReady:
+                ready = False
         assert await staging.serves_a_product(conn) is ready
         assert ready is (rows in ("a characteristic", "a review"))
     finally:
