@@ -16,8 +16,14 @@ addresses() { getent ahostsv4 "$host" 2>/dev/null | awk '{print $1}' | sort -u |
     now=$(addresses)
     if [ -n "$now" ] && [ "$now" != "$last" ]; then
       echo "watch-upstream: $host is now [$now] (was [$last]); reloading nginx"
-      nginx -s reload || true
-      last=$now
+      # A reload resolves the name again: should that lookup fail (a container network misses one now
+      # and then), nginx keeps its old configuration, so this tries again at the next check instead of
+      # taking the new addresses as followed. (The master's own lookup can still miss after the test's.)
+      if nginx -t -q && nginx -s reload; then
+        last=$now
+      else
+        echo "watch-upstream: nginx refused the configuration; trying again in ${interval} s"
+      fi
     fi
   done
 ) &

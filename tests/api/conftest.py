@@ -10,11 +10,12 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from pytest_aiohttp import AiohttpClient
 
 from atelier_api.app import create_app
 from atelier_api.config import Config
+from atelier_api.serve import SERVER_OPTIONS
 from atelier_etl.schema import apply_schema
 from tests.api.outages import DatabaseProxy
 
@@ -64,7 +65,11 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 async def client(
     db: asyncpg.Connection, config: Config, aiohttp_client: AiohttpClient
 ) -> TestClient[web.Request, web.Application]:
-    return await aiohttp_client(create_app(config, clock=lambda: NOW))
+    # Started here with the options `atelier-api` serves with (aiohttp_client's server_kwargs reach only
+    # the test server's constructor, which does not pass them on).
+    server = TestServer(create_app(config, clock=lambda: NOW))
+    await server.start_server(**SERVER_OPTIONS)
+    return await aiohttp_client(server)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from urllib.parse import urlunsplit
 
 import pytest
 
@@ -113,3 +114,40 @@ def test_the_commands_refuse_to_start_with_one_line(command: list[str]) -> None:
     assert len(lines) == 1, result.stderr
     assert "example value" in lines[0] and "ATELIER_ENV=production" in lines[0]
     assert "change-me" not in lines[0]
+
+
+@pytest.mark.parametrize(
+    "password",
+    ["ab/cd+ef==", "a#b", "a?b", "x/y#z"],  # what `openssl rand -base64` and people write
+)
+def test_a_password_that_breaks_the_url_is_named_as_such(password: str) -> None:
+    """compose puts POSTGRES_PASSWORD and API_DB_PASSWORD into a URL as they are. A `/` once made the
+    API say the password was missing (or fail reading the port as a number)."""
+    url = with_password(password)
+    for environment in ("development", "production"):
+        with pytest.raises(ConfigError, match="cannot be read as a URL.*percent-encoded") as raised:
+            Config.from_env({"DATABASE_URL": url, "ATELIER_ENV": environment})
+        assert password not in str(raised.value)
+        refused = etl_environment.refusal(url, {"ATELIER_ENV": environment})
+        assert refused is not None and "cannot be read as a URL" in refused and password not in refused
+
+
+def with_password(password: str, host: str = "db:5432") -> str:
+    return urlunsplit(("postgresql", f"atelier:{password}@{host}", "/atelier", "", ""))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        STRONG,
+        with_password("ab%2Fcd%2Bef%3D%3D"),  # the password above with its / + = percent-encoded
+        "postgresql://atelier@/atelier?host=/var/run/postgresql",
+        with_password("p%40ss", "[::1]:5432"),
+        with_password("p@ss"),  # the last @ ends the password: read as meant
+        with_password("12:34"),
+    ],
+)
+def test_an_encoded_password_or_a_socket_url_reads_as_a_url(url: str) -> None:
+    assert api_config.unreadable_url_problem(url) is None
+    assert etl_environment.unreadable_url_problem(url) is None
+    assert api_config.UNREADABLE_URL == etl_environment.UNREADABLE_URL

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -367,6 +369,46 @@ async def test_body_that_is_not_a_json_object_is_400(client: Client, raw: bytes)
     response = await client.post("/reviews", data=raw, headers={"Content-Type": "application/json"})
 
     await assert_error(response, 400, "body must be a JSON object", [])
+
+
+@pytest.mark.parametrize(
+    ("encoding", "compress"),
+    [
+        ("gzip", gzip.compress),  # a valid review, compressed: still refused, not half-supported
+        ("gzip", lambda raw: raw),  # not gzip at all: aiohttp's own decompression answered 500
+        ("deflate", lambda raw: raw),  # aiohttp's parser answered in plain text
+        ("br", lambda raw: raw),  # aiohttp dropped the connection
+        ("zstd", lambda raw: raw),
+        ("x-unknown", lambda raw: raw),  # aiohttp passed the body on as if it were plain
+        ("GZIP, identity", gzip.compress),
+    ],
+)
+async def test_a_compressed_body_is_415_naming_content_encoding(
+    client: Client, db: asyncpg.Connection, products: None, encoding: str, compress: Any
+) -> None:
+    raw = orjson.dumps(valid_review())
+    response = await client.post(
+        "/reviews",
+        data=compress(raw),
+        headers={"Content-Type": "application/json", "Content-Encoding": encoding},
+    )
+
+    message = f"must be identity (the body uncompressed), not {encoding!r}"
+    await assert_error(response, 415, "unsupported content encoding", [detail("Content-Encoding", message)])
+    assert await db.fetchval("SELECT count(*) FROM reviews") == 0
+
+
+@pytest.mark.parametrize("encoding", ["identity", "Identity", ""])
+async def test_an_identity_content_encoding_is_read_as_usual(
+    client: Client, products: None, encoding: str
+) -> None:
+    response = await client.post(
+        "/reviews",
+        data=orjson.dumps(valid_review()),
+        headers={"Content-Type": "application/json", "Content-Encoding": encoding},
+    )
+
+    assert response.status == 201, await response.text()
 
 
 async def test_oversized_body_is_413(client: Client, products: None) -> None:

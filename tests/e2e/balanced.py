@@ -114,6 +114,17 @@ class BalancedDeploymentSuite:
         async with http.get("/healthz") as r:
             assert r.status == 200
 
+    async def test_a_compressible_answer_varies_by_accept_encoding(self, http):
+        """nginx gzips answers of 1 KB or more for the clients that ask; `Cache-Control: public` lets a
+        shared cache keep them, which must then not hand the gzipped bytes to a client that did not ask."""
+        batch = {"product_ids": ",".join(str(i) for i in range(1, 101))}
+        for accept, encoding in [("gzip", "gzip"), ("identity", None)]:
+            headers = {"Accept-Encoding": accept}
+            request = http.get("/reviews/meta/batch", params=batch, headers=headers, auto_decompress=False)
+            async with request as r:
+                assert r.status == 200 and r.headers.get("Content-Encoding") == encoding, r.headers
+                assert "Accept-Encoding" in r.headers.get("Vary", ""), r.headers
+
     async def test_every_response_carries_a_request_id_nginx_made_or_the_clients_own(self, http):
         generated = []
         for path in ("/healthz", "/reviews?product_id=hello", "/nowhere"):
@@ -138,6 +149,9 @@ class BalancedDeploymentSuite:
             assert "X-Replica" not in r.headers
         async with http.get("/metrics", headers={"X-Request-Id": "e2e-scrape"}) as r:
             assert r.status == 403 and r.headers["X-Request-Id"] == "e2e-scrape"
+        for alias in ("/metrics/", "/metrics?x=1", "/%6detrics"):  # the replicas answer each as /metrics
+            async with http.get(alias) as r:
+                assert r.status == 403 and "X-Replica" not in r.headers, alias
 
     async def test_replicas_are_ready_behind_the_balancer(self, http):
         for _ in range(REPLICAS):

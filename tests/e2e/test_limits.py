@@ -136,6 +136,18 @@ def test_a_large_body_within_the_limit_reaches_a_replica(nginx: LimitedNginx) ->
         assert answer.headers["server"] == "nginx"  # neither nginx's version nor the replica's aiohttp
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "zstd"])
+def test_a_compressed_body_gets_the_apis_json_415(nginx: LimitedNginx, encoding: str) -> None:
+    """Before the replicas took bodies as sent, aiohttp's parser answered these itself: a 500 (gzip),
+    plain text (deflate, zstd) or a dropped connection (br)."""
+    body = b'{"product_id": 1}'
+    headers = [f"Content-Length: {len(body)}", f"Content-Encoding: {encoding}"]
+    answer = parse(exchange(nginx.port, request("/reviews", *headers, method="POST", body=body))[0])
+    assert answer.status == 415 and answer.headers["content-type"] == "application/json", answer
+    assert json.loads(answer.body)["details"][0]["field"] == "Content-Encoding"
+    assert "x-replica" in answer.headers, answer  # the replica's answer, passed on
+
+
 def test_an_oversized_body_gets_413(nginx: LimitedNginx) -> None:
     big = b"{" + b" " * 100_000 + b"}"
     answer, _ = exchange(nginx.port, request("/reviews", f"Content-Length: {len(big)}", method="POST"))

@@ -54,6 +54,7 @@ def test_an_unknown_routing_stops_nginx_itself(tmp_path: Path) -> None:
         "NGINX_ACCESS_LOG": str(prefix / "logs" / "access.log"),
         "NGINX_METRICS_ACCESS": "deny all",
         "NGINX_REAL_IP": "",
+        "MAX_BODY_BYTES": "65536",
     }
     for routing, ok in (("product", True), ("least_conn", True), ("by_magic", False)):
         default_conf.write_text(stack.envsubst(template, values | {"NGINX_READ_ROUTING": routing}))

@@ -106,7 +106,29 @@ class _Environment:
 def _database_url(raw: str) -> str:
     if urlsplit(raw).scheme not in ("postgres", "postgresql"):
         raise ValueError("must be a postgresql:// URL")
+    if unreadable := unreadable_url_problem(raw):
+        raise ValueError(unreadable)
     return raw
+
+
+UNREADABLE_URL = (
+    "cannot be read as a URL: a user name or password holding / # ? or % must be percent-encoded "
+    "(%2F %23 %3F %25), or be letters and digits only (openssl rand -hex 24)"
+)
+
+
+def unreadable_url_problem(database_url: str) -> str | None:
+    """UNREADABLE_URL when the URL's parts cannot be told apart, as with a password such as `ab/c` put
+    into a URL unencoded (compose's x-database-url does that): the password would be read as missing,
+    or the port as `ab`. atelier_etl.environment has the same rule."""
+    try:
+        parts = urlsplit(database_url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError:
+        return UNREADABLE_URL
+    if "@" in parts.path + parts.query + parts.fragment:
+        return UNREADABLE_URL
+    return None
 
 
 NO_PASSWORD = (

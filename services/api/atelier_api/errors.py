@@ -52,6 +52,22 @@ class MalformedBody(DomainError):
         super().__init__("body must be a JSON object")
 
 
+class UnsupportedEncoding(DomainError):
+    """A request body sent compressed (any Content-Encoding but identity): the API reads bodies as sent."""
+
+    status = 415
+
+    def __init__(self, encoding: str) -> None:
+        super().__init__(
+            "unsupported content encoding",
+            [
+                FieldError(
+                    "Content-Encoding", f"must be identity (the body uncompressed), not {encoding[:40]!r}"
+                )
+            ],
+        )
+
+
 class ReviewNotFound(DomainError):
     status = 404
 

@@ -43,6 +43,7 @@ async def product_meta_batch(request: web.Request) -> web.Response:
 
 async def create_review(request: web.Request) -> web.Response:
     key = idempotency.key_of(request.headers)
+    validation.identity_encoding(request.headers)
     payload = validation.json_object(await request.read())
     draft = review_draft.parse(payload)
     claim = idempotency.Claim(key, idempotency.request_hash(payload)) if key is not None else None

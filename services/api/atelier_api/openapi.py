@@ -32,14 +32,9 @@ DOCS_ASSETS = {
     "favicon-16x16.png": "image/png",
 }
 
-# Real clients call /reviews/ and /reviews/meta/: these paths also answer with a trailing slash.
-TRAILING_SLASH_PATHS = (
-    "/reviews",
-    "/reviews/meta",
-    "/reviews/meta/batch",
-    "/reviews/{review_id}/helpful",
-    "/reviews/{review_id}/report",
-)
+# Real clients call /reviews/ and /reviews/meta/: every path but the docs page's assets also answers
+# with a trailing slash (routes.py).
+NO_TRAILING_SLASH = ("/docs/static/{asset}",)
 TRAILING_SLASH_TAG = "trailing-slash aliases"
 TAGS = {
     "reviews": "Reviews: list, read, post, vote, report.",
@@ -55,7 +50,8 @@ The Atelier ratings & reviews API: a drop-in replacement for the hosted Atelier 
   5xx status, including `404` for an unknown path and `405` (with `Allow`) for a method a path does not
   take. A `POST` lists every broken rule at once.
 * Bad input never gives a 5xx: `422` for an invalid parameter or body field, `400` for a body that is not
-  a JSON object, `413` for a body larger than {max_body_bytes} bytes.
+  a JSON object, `413` for a body larger than {max_body_bytes} bytes, `415` for a body sent compressed (a
+  `Content-Encoding` other than `identity`).
 * `503` with `Retry-After` while the database is unreachable; `500` for an unexpected failure. Neither
   body says more than that.
 * The one error that is not JSON: a request line longer than {line_limit} bytes is refused by the HTTP
@@ -70,6 +66,7 @@ ERROR_RESPONSES = {
     "400": "MalformedBody",
     "404": "NotFound",
     "413": "PayloadTooLarge",
+    "415": "UnsupportedEncoding",
     "422": "InvalidInput",
     "500": "InternalError",
     "503": "DatabaseUnavailable",
@@ -131,7 +128,7 @@ def _review_paths() -> Json:
                             REPLAYED_HEADER: ref("headers", REPLAYED_HEADER),
                         },
                     ),
-                    **_errors("400", "413", "422", *DATABASE_ERRORS),
+                    **_errors("400", "413", "415", "422", *DATABASE_ERRORS),
                     "409": ref("responses", "RequestInProgress"),
                 },
                 parameters=_parameters("idempotency_key"),
@@ -315,8 +312,8 @@ def _documentation_paths() -> Json:
 
 
 def _paths() -> Json:
-    paths = _review_paths()
-    for path in TRAILING_SLASH_PATHS:
+    paths = _review_paths() | _operations_paths() | _documentation_paths()
+    for path in [path for path in paths if path not in NO_TRAILING_SLASH]:
         paths[f"{path}/"] = {
             method: operation
             | {
@@ -326,7 +323,7 @@ def _paths() -> Json:
             }
             for method, operation in paths[path].items()
         }
-    return paths | _operations_paths() | _documentation_paths()
+    return paths
 
 
 def document(max_count: int, max_body_bytes: int) -> Json:

@@ -292,6 +292,10 @@ def schemas(max_count: int) -> Json:
             },
             required=["product_id", "rating", "body", "recommend", "name", "email"],
             additionalProperties=True,  # other fields are ignored
+            description=(
+                "Integers are written as JSON integers: `5.0`, which JSON Schema counts as an integer, "
+                'is refused with 422, as are `true` and `"5"`.'
+            ),
             examples=[
                 {
                     "product_id": 2,
@@ -380,6 +384,9 @@ def responses(max_body_bytes: int) -> Json:
         ),
         "NotFound": error("No such review (or a reported one), or no such path."),
         "PayloadTooLarge": error(f"The body is larger than {max_body_bytes} bytes (MAX_BODY_BYTES)."),
+        "UnsupportedEncoding": error(
+            "The body was sent compressed: send it as is, without a Content-Encoding (or `identity`)."
+        ),
         "InvalidInput": error("One or more parameters or fields broke their rules; `details` lists each."),
         "InternalError": error("An unexpected failure; the body says nothing of it."),
         "DatabaseUnavailable": error(

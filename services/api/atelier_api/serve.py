@@ -18,6 +18,7 @@ import asyncio
 import gc
 import logging
 import signal
+from typing import Any
 
 from aiohttp import web
 
@@ -28,6 +29,11 @@ log = logging.getLogger(__name__)
 # Longer than nginx's upstream keepalive_timeout (60 s): nginx closes an idle connection before we do.
 KEEPALIVE_TIMEOUT = 75.0  # seconds
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# Request bodies as sent: aiohttp's parser would decompress gzip and deflate itself, and answer a body
+# that does not decompress (or an encoding it lacks, br, zstd) with plain text or a dropped connection,
+# before the app could answer in JSON. The app refuses any Content-Encoding with 415 instead
+# (validation.identity_encoding). The tests' servers take the same options.
+SERVER_OPTIONS: dict[str, Any] = {"auto_decompress": False}
 
 
 async def serve(app: web.Application, config: Config) -> None:
@@ -44,6 +50,7 @@ async def serve(app: web.Application, config: Config) -> None:
         handle_signals=False,
         shutdown_timeout=config.shutdown_timeout,
         keepalive_timeout=KEEPALIVE_TIMEOUT,
+        **SERVER_OPTIONS,
         access_log=None,  # the app logs one JSON line per request itself (observability.py)
     )
     try:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import orjson
 from multidict import MultiMapping
 
-from atelier_api.errors import FieldError, InvalidInput, MalformedBody, ReviewNotFound
+from atelier_api.errors import FieldError, InvalidInput, MalformedBody, ReviewNotFound, UnsupportedEncoding
 
 INT32_MAX = 2**31 - 1  # product ids and page numbers are Postgres integers
 INT64_MAX = 2**63 - 1  # review and characteristic ids are bigints
@@ -105,6 +106,15 @@ def review_id(text: str) -> int:
     if value is None or value > INT64_MAX:
         raise ReviewNotFound(text)
     return value
+
+
+def identity_encoding(headers: Mapping[str, str]) -> None:
+    """Refuse a compressed body. aiohttp would decompress some encodings and fail on others in its
+    parser, with a text answer or a dropped connection (serve.py turns that off); a review's few KB
+    gain nothing from compression."""
+    encoding = headers.get("Content-Encoding", "").strip()
+    if encoding and encoding.lower() != "identity":
+        raise UnsupportedEncoding(encoding)
 
 
 def json_object(raw: bytes) -> dict[str, object]:

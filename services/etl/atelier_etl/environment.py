@@ -23,6 +23,8 @@ NO_PASSWORD = (
 
 def refusal(database_url: str, environ: Mapping[str, str]) -> str | None:
     """Why the loader must not run with these settings, in one line, or None."""
+    if unreadable_url_problem(database_url):
+        return f"DATABASE_URL {UNREADABLE_URL}"
     environment = environ.get("ATELIER_ENV", "").strip().lower() or "development"
     if environment not in ENVIRONMENTS:
         return f"ATELIER_ENV={environment!r} is invalid: must be one of {', '.join(ENVIRONMENTS)}"
@@ -37,6 +39,24 @@ def refusal(database_url: str, environ: Mapping[str, str]) -> str | None:
         return "DATABASE_URL's password is an example value, which ATELIER_ENV=production refuses"
     if not password and not _unix_sockets_only(parts.hostname, parts.query):
         return NO_PASSWORD
+    return None
+
+
+UNREADABLE_URL = (
+    "cannot be read as a URL: a user name or password holding / # ? or % must be percent-encoded "
+    "(%2F %23 %3F %25), or be letters and digits only (openssl rand -hex 24)"
+)
+
+
+def unreadable_url_problem(database_url: str) -> str | None:
+    """As atelier_api.config's: the URL's parts cannot be told apart (an unencoded password)."""
+    try:
+        parts = urlsplit(database_url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError:
+        return UNREADABLE_URL
+    if "@" in parts.path + parts.query + parts.fragment:
+        return UNREADABLE_URL
     return None
 
 
