@@ -200,6 +200,42 @@ def test_a_reload_on_purpose_reads_an_export_folder_and_keeps_its_report_apart(c
     assert not (export / "rejects.csv").exists()
 
 
+def test_an_export_folder_of_yours_is_never_filled_with_a_sample(compose, tmp_path):
+    """EXPORT_DIR naming a folder without the export (a typo, an unmounted disk): the ETL once generated
+    1,000 fake products into it, and loaded them into an empty database. Now a database that serves data
+    needs no export (nothing loaded, exit 0) and an empty one fails naming the missing file."""
+    folder = tmp_path / "mistyped"
+    folder.mkdir()
+    folder.chmod(0o777)  # writable by the container's user: only the ETL's own rule keeps it empty
+    base = compose.compose_command_property
+
+    def etl(name: str, *options: str) -> subprocess.CompletedProcess[str]:
+        """A one-off ETL container, kept until its exit code is read: Podman's `run --rm` answers 0
+        whatever the container's code."""
+        command = [*base, "run", "--name", name, "-v", f"{folder}:/data", "-e", f"EXPORT_DIR={folder}"]
+        try:
+            return subprocess.run([*command, *options, "etl"], capture_output=True, text=True, timeout=300)
+        finally:
+            subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60)
+
+    suffix = os.getpid()
+    serving = etl(f"atelier-etl-serving-{suffix}")
+    assert serving.returncode == 0, serving.stdout[-2000:] + serving.stderr[-2000:]
+    assert "already serves data; nothing loaded" in serving.stdout
+    assert f"EXPORT_DIR={folder}" in serving.stderr and "not generating a sample" in serving.stderr
+
+    compose.exec_in_container(
+        ["psql", "-U", "atelier", "-d", "postgres", "-c", "DROP DATABASE IF EXISTS empty_check",
+         "-c", "CREATE DATABASE empty_check"],
+        service_name="postgres",
+    )  # fmt: skip
+    url = urlunsplit(("postgresql", f"atelier:{POSTGRES_PASSWORD}@postgres:5432", "/empty_check", "", ""))
+    empty = etl(f"atelier-etl-empty-{suffix}", "--no-deps", "-e", f"DATABASE_URL={url}")
+    assert empty.returncode == 2, empty.stdout[-2000:] + empty.stderr[-2000:]
+    assert "reviews.csv" in empty.stdout + empty.stderr
+    assert list(folder.iterdir()) == []
+
+
 def test_a_dump_restores_over_the_schema_a_new_volume_starts_with(compose):
     """README's backups: `pg_dump -Fc` of the served database, restored with `pg_restore --clean
     --if-exists --exit-on-error` over the schema PostgreSQL's init scripts create on an empty volume

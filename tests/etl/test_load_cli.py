@@ -254,6 +254,24 @@ def test_if_empty_leaves_a_database_that_serves_data_as_it_is(db_url, tmp_path, 
     assert served_reviews(db_url) == [70]
 
 
+def test_if_empty_needs_no_export_for_a_database_that_serves_data(db_url, tmp_path, capsys):
+    """A stack restarted after its export folder went away: nothing to load, so nothing is missing.
+    A database that serves nothing still needs every file, and is left untouched without them."""
+    gone = tmp_path / "gone"
+    rejects = ["--rejects", str(tmp_path / "rejects.csv")]
+    args = ["--data", str(gone), "--database-url", db_url, "--no-progress", "--if-empty", *rejects]
+    assert main(args) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert served_reviews(db_url) is None
+
+    first = write_export(tmp_path / "first")
+    assert main(["--data", str(first), "--database-url", db_url, "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "the database already serves data; nothing loaded" in capsys.readouterr().out
+    assert served_reviews(db_url) == [1, 2, 3, 5]
+
+
 @pytest.mark.parametrize("rows", ["no tables", "no rows", "a characteristic", "a review"])
 async def test_if_empty_and_the_apis_readiness_agree_on_what_serves_data(db_url, rows):
     """The loader leaves alone exactly the databases whose /readyz says "ready": it never replaces data

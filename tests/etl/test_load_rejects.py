@@ -28,6 +28,8 @@ def assert_every_row_accounted_for(summary):
         assert sum(file.rejected_by_kind.values()) == file.rejected
 
 
+HUGE = "9" * 5000
+HUGE_SHOWN = repr("9" * 40 + "...")
 # (file argument of write_export, dirty record appended after the samples, kind, reason)
 DIRTY_ROWS = [
     ("reviews", review(id=20)[: -len(",0")], "wrong_column_count", "expected 12 columns, got 11"),
@@ -39,6 +41,12 @@ DIRTY_ROWS = [
     ("reviews", review(id=0), "non_numeric_id", "id is not a positive integer: 0"),
     ("reviews", review(id=-4), "non_numeric_id", "id is not a positive integer: -4"),
     ("reviews", review(id=2**63), "id_out_of_range", f"id is too large: {2**63}"),
+    # Beyond the 4,300 digits Python's int() converts (its ValueError once stopped the whole load).
+    ("reviews", review(id=HUGE), "id_out_of_range", f"id is too large: {HUGE_SHOWN}"),
+    ("reviews", review(id=20, date=HUGE), "bad_date", f"date is out of range: {HUGE_SHOWN}"),
+    ("reviews", review(id=20, helpfulness=HUGE), "bad_helpfulness",
+     f"helpfulness must be a non-negative integer, got {HUGE_SHOWN}"),
+    ("photos", f"{HUGE},1,https://x/1.jpg", "id_out_of_range", f"id is too large: {HUGE_SHOWN}"),
     ("reviews", review(id=20, product_id="x1"), "non_numeric_id",
      "product_id is not a positive integer: 'x1'"),
     ("reviews", review(id=20, product_id=2**31), "id_out_of_range", f"product_id is too large: {2**31}"),
@@ -134,6 +142,19 @@ async def test_the_first_of_duplicated_ids_is_kept(db_url, tmp_path):
     ]
 
 
+async def test_duplicated_ids_beside_an_id_of_thousands_of_digits(db_url, tmp_path):
+    """Finding the first copies reads every record's id again: the long one must not stop it."""
+    reviews = [review(id=8), review(id=HUGE), review(id=8)]
+    data = write_export(tmp_path, reviews=reviews, photos=[], characteristic_reviews=[])
+    summary = await load(db_url, data)
+
+    assert [(row["line"], row["kind"]) for row in read_rejects(summary.rejects_path)] == [
+        ("3", "id_out_of_range"),
+        ("4", "duplicate_id"),
+    ]
+    assert summary["reviews.csv"].loaded == 1
+
+
 async def test_children_of_a_rejected_review_are_rejected_as_missing_review(db_url, tmp_path):
     data = write_export(
         tmp_path,
@@ -202,14 +223,14 @@ async def test_every_kind_at_once_is_counted(db_url, tmp_path):
     summary = await load(db_url, data)
 
     reviews = summary["reviews.csv"]
-    assert (reviews.read, reviews.loaded) == (4 + 22, 4)
+    assert (reviews.read, reviews.loaded) == (4 + 25, 4)
     assert summary.rejected_by_kind == {
         "bad_boolean": 2,
-        "bad_date": 3,
-        "bad_helpfulness": 1,
+        "bad_date": 4,
+        "bad_helpfulness": 2,
         "characteristic_of_other_product": 1,
         "duplicate_id": 3,
-        "id_out_of_range": 2,
+        "id_out_of_range": 3,
         "invalid_text": 1,
         "missing_characteristic": 1,
         "missing_review": 2,
@@ -219,5 +240,5 @@ async def test_every_kind_at_once_is_counted(db_url, tmp_path):
         "wrong_column_count": 2,
     }
     rejects = read_rejects(summary.rejects_path)
-    assert len(rejects) == summary.rejected == 29
+    assert len(rejects) == summary.rejected == 32
     assert_every_row_accounted_for(summary)

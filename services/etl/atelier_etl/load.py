@@ -66,11 +66,14 @@ async def load(
 
     Raises InputFileError before touching the database when an input file is missing or is not an
     export file, LoadError (or a database error) when the load fails: the previous data stays served.
+    With `if_empty`, the inputs are checked once the database is known to serve nothing: a database
+    that serves data needs none (the export folder may be gone since its load).
     """
     started = time.monotonic()
     data_dir = Path(data_dir)
     rejects_path = Path(rejects_path) if rejects_path else data_dir / "rejects.csv"
-    check_inputs(data_dir)
+    if not if_empty:
+        check_inputs(data_dir)
     try:
         report = RejectsReport(rejects_path, [export_file.name for export_file in EXPORT_FILES])
     except OSError as exc:
@@ -82,8 +85,10 @@ async def load(
         try:
             if not await staging.try_lock(conn):
                 raise LoadError("another atelier-load is running against this database")
-            if if_empty and await staging.serves_a_product(conn):
-                return None  # `report` drops its partial file; the last load's report stays
+            if if_empty:
+                if await staging.serves_a_product(conn):
+                    return None  # `report` drops its partial file; the last load's report stays
+                check_inputs(data_dir)
             try:
                 files = await _stage_and_switch(conn, database_url, data_dir, report, progress)
             except Exception as exc:

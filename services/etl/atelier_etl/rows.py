@@ -40,12 +40,18 @@ def _shown(value: str) -> str:
     return repr(value if len(value) <= 40 else value[:40] + "...")
 
 
-def _digits(value: str) -> int | None:
-    return int(value) if value.isdigit() and value.isascii() else None
+def digits(value: str) -> int | None:
+    """ASCII digits as their number, else None. More than 20 significant digits give 10**20, beyond
+    every column's range: Python refuses to convert more than 4,300 digits (ValueError), and one such
+    field would otherwise stop the whole load instead of rejecting its row."""
+    if not (value.isdigit() and value.isascii()):
+        return None
+    significant = value.lstrip("0")
+    return int(significant or "0") if len(significant) <= 20 else 10**20
 
 
 def _id(value: str, column: str, maximum: int = MAX_BIGINT) -> int:
-    number = _digits(value)
+    number = digits(value)
     if number is not None and 0 < number <= maximum:
         return number
     if number is not None and number > maximum:
@@ -56,7 +62,7 @@ def _id(value: str, column: str, maximum: int = MAX_BIGINT) -> int:
 def _score(value: str, column: str, kind: str) -> int:
     score = _SCORES.get(value)
     if score is None:
-        number = _digits(value)
+        number = digits(value)
         if number is None or not 1 <= number <= 5:
             raise RowRejected(kind, f"{column} must be 1-5, got {_shown(value)}")
         score = number
@@ -64,7 +70,7 @@ def _score(value: str, column: str, kind: str) -> int:
 
 
 def _date_ms(value: str) -> int:
-    ms = _digits(value)
+    ms = digits(value)
     if ms is None:
         raise RowRejected(rejects.BAD_DATE, f"date is not epoch milliseconds: {_shown(value)}")
     if ms > MAX_DATE_MS:
@@ -82,7 +88,7 @@ def _boolean(value: str, column: str) -> bool:
 
 
 def _helpfulness(value: str) -> int:
-    number = _digits(value)
+    number = digits(value)
     if number is None or number > MAX_INTEGER:
         raise RowRejected(
             rejects.BAD_HELPFULNESS, f"helpfulness must be a non-negative integer, got {_shown(value)}"

@@ -17,7 +17,7 @@ from atelier_etl import rejects, staging
 from atelier_etl.copystream import encode_row, final_columns, text_columns
 from atelier_etl.csvsource import CsvFile
 from atelier_etl.rejects import RejectsReport
-from atelier_etl.rows import ExportFile, RowRejected
+from atelier_etl.rows import ExportFile, RowRejected, digits
 from atelier_etl.summary import LoadError
 
 
@@ -27,8 +27,7 @@ def _loaded_rows(
     """(line, typed row, raw text) of the file's records that rows.py accepted and whose id is in `ids`."""
     with CsvFile(path, export_file.columns) as source:
         for line, fields, raw in source.records():
-            first = fields[0] if fields else ""
-            if not (first.isascii() and first.isdigit() and int(first) in ids):
+            if not (fields and digits(fields[0]) in ids):
                 continue
             try:
                 row = export_file.parse(line, fields, raw)
