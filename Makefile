@@ -8,9 +8,10 @@ export PYTHONDONTWRITEBYTECODE := 1
 # Settings: .env when present (see .env.example), exported to every command. A variable set in the
 # environment wins over .env, as with docker compose (`DATABASE_URL=... make up` does what it says, even
 # with .env copied from .env.example, whose empty values would otherwise override it): each KEY=VALUE line
-# of .env becomes KEY ?= VALUE in .run/env.mk, which make then reads.
+# of .env becomes KEY ?= VALUE in .run/env.mk, which make then reads. The values are compose's: quotes
+# removed, ` # comments` dropped, `$` and `#` kept (scripts/dotenv_mk.py, with the system's python3).
 ifneq ($(wildcard .env),)
-$(shell mkdir -p .run && sed -E 's/^[[:space:]]*([A-Za-z_][A-Za-z0-9_]*)[[:space:]]*=/\1 ?= /' .env > .run/env.mk)
+$(shell mkdir -p .run && python3 scripts/dotenv_mk.py .env > .run/env.mk)
 include .run/env.mk
 endif
 export

@@ -45,7 +45,9 @@ PID_FILE = RUN_DIR / "stack.pid"
 
 
 def log(message: str) -> None:
-    print(f"stack: {message}", flush=True)
+    # A terminal that was closed (SIGHUP) fails every write: the stack still stops, quietly.
+    with suppress(OSError):
+        print(f"stack: {message}", flush=True)
 
 
 # The databases fresh_database made for this run, dropped when the server's `database` block ends
@@ -274,6 +276,7 @@ def render_nginx(
         "NGINX_WORKERS": setting("NGINX_WORKERS", "auto"),
         "NGINX_MIME_TYPES": setting("NGINX_MIME_TYPES", "/etc/nginx/mime.types"),
         "NGINX_TRUSTED_PROXIES": setting("NGINX_TRUSTED_PROXIES", ""),
+        "MAX_BODY_BYTES": setting("MAX_BODY_BYTES", "65536"),  # the replicas' own limit, which nginx keeps
     } | dict(overrides or {})
     values["NGINX_REAL_IP"] = real_ip_directives(values["NGINX_TRUSTED_PROXIES"])
     routing = values["NGINX_READ_ROUTING"]
@@ -293,6 +296,20 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, timeou
             return
         time.sleep(0.1)
     raise SystemExit(f"stack: {what} did not open port {port} within {timeout:.0f} s")
+
+
+def check_port_free(port: int, setting_name: str) -> None:
+    """Refuse a port something already listens on: nginx or a replica would fail to bind it only after
+    the stack said it was ready, since the check that it answers would reach the other program."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            raise SystemExit(
+                f"stack: port {port} is already in use; stop what listens there, or set {setting_name} "
+                "in .env (see .env.example)"
+            ) from None
 
 
 def interrupt(signum: int, frame: object) -> None:
@@ -334,12 +351,22 @@ def serve(url: str, processes: list[tuple[str, subprocess.Popen[bytes]]], load_s
     base_port = int(setting("API_BASE_PORT", "8001"))
     http_port = int(setting("HTTP_PORT", "8080"))
     nginx = nginx_binary()
+    check_port_free(http_port, "HTTP_PORT")
+    for port in range(base_port, base_port + replicas):
+        check_port_free(port, "API_BASE_PORT")
     env = os.environ | {"DATABASE_URL": url}
     if load_sample:
         sample = DATA_DIR / "sample"
         generate(sample, int(setting("SAMPLE_PRODUCTS", "1000")), env)
-        log("loading the sample export")
-        run([BIN / "atelier-load", "--data", sample], env)
+        # As compose's ETL does: a database that already serves data (the embedded one on a second
+        # `make up`, or yours in DATABASE_URL) keeps it, with every review, vote and report the API
+        # took; ETL_RELOAD=1 loads the sample all the same, replacing them.
+        if setting("ETL_RELOAD", "0") == "1":
+            log("loading the sample export (ETL_RELOAD=1: replacing the data served)")
+            run([BIN / "atelier-load", "--data", sample], env)
+        else:
+            log("loading the sample export into a database that serves no data yet")
+            run([BIN / "atelier-load", "--data", sample, "--if-empty"], env)
 
     api_env = env | {"DATABASE_URL": api_login(url)}
     ports = [base_port + i for i in range(replicas)]
@@ -372,19 +399,48 @@ def serve(url: str, processes: list[tuple[str, subprocess.Popen[bytes]]], load_s
         time.sleep(0.5)
 
 
+def running_stack() -> int | None:
+    """The pid of the local stack the pid file names, or None (the file removed) when no such process
+    runs: a pid left by a stack that was killed, or from before a reboot, may belong to another process
+    by now, which must not be taken for the stack nor signalled."""
+    try:
+        pid = int(PID_FILE.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    alive = _running(pid)
+    if alive and Path("/proc").is_dir():
+        try:
+            alive = b"stack.py" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            alive = False
+    if not alive:
+        PID_FILE.unlink(missing_ok=True)
+        return None
+    return pid
+
+
+def _running(pid: int) -> bool:
+    """A process of ours with this pid runs (an exited one its parent has not reaped yet does not)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):  # none, or another user's: not this stack
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): the signal's answer is all there is
+
+
 def up(load_sample: bool = True) -> None:
     RUN_DIR.mkdir(parents=True, exist_ok=True)
-    if PID_FILE.exists():
-        with suppress(ValueError, ProcessLookupError, PermissionError):
-            os.kill(int(PID_FILE.read_text()), 0)
-            raise SystemExit(
-                f"stack: already running (pid {PID_FILE.read_text().strip()}); `make down` stops it"
-            )
+    if (pid := running_stack()) is not None:
+        raise SystemExit(f"stack: already running (pid {pid}); `make down` stops it")
     PID_FILE.write_text(str(os.getpid()))
-    # Ctrl-C, and `make down`'s SIGTERM, stop the stack; SIGINT explicitly, since a shell starts
-    # background jobs with it ignored.
-    signal.signal(signal.SIGINT, interrupt)
-    signal.signal(signal.SIGTERM, interrupt)
+    # Ctrl-C, `make down`'s SIGTERM and a closed terminal's SIGHUP stop the stack and every process it
+    # started (they run in sessions of their own, so nothing else reaches them); SIGINT explicitly,
+    # since a shell starts background jobs with it ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, interrupt)
     try:
         # Leaving the block stops the processes first, then the database they use.
         with database() as url, supervised() as processes:
@@ -395,24 +451,23 @@ def up(load_sample: bool = True) -> None:
         PID_FILE.unlink(missing_ok=True)
 
 
+DOWN_TIMEOUT = 30.0  # seconds: the replicas drain (SHUTDOWN_TIMEOUT, 8 s), then the database stops
+
+
 def down() -> None:
-    if not PID_FILE.exists():
+    pid = running_stack()
+    if pid is None:
         log("no local stack is running")
         return
-    pid = int(PID_FILE.read_text())
-    try:
+    with suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        PID_FILE.unlink(missing_ok=True)
-        log("no local stack is running (removed a stale pid file)")
-        return
-    for _ in range(300):
-        with suppress(ProcessLookupError):
-            os.kill(pid, 0)
-            time.sleep(0.1)
-            continue
-        break
-    log("stopped")
+    deadline = time.monotonic() + DOWN_TIMEOUT
+    while time.monotonic() < deadline:
+        if not _running(pid):
+            log("stopped")
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"stack: pid {pid} has not stopped within {DOWN_TIMEOUT:.0f} s; see its terminal")
 
 
 def load_full() -> None:

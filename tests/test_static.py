@@ -157,11 +157,19 @@ def make_sees(folder: Path, names: list[str], env: dict[str, str]) -> list[str]:
     return re.findall(r"\[([^\]]*)\]", result.stdout)
 
 
+def with_makefile(folder: Path) -> Path:
+    """`folder` with a copy of the Makefile and the script that turns .env into make's assignments."""
+    shutil.copy(ROOT / "Makefile", folder / "Makefile")
+    (folder / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "dotenv_mk.py", folder / "scripts" / "dotenv_mk.py")
+    return folder
+
+
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_a_variable_set_in_the_environment_wins_over_dot_env(tmp_path):
     """`BENCH_DATABASE_URL=... make bench` with .env copied from .env.example once ran on the embedded
     server: the example's empty value overrode the command line's."""
-    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    with_makefile(tmp_path)
     example = (ROOT / ".env.example").read_text(encoding="utf-8")
     (tmp_path / ".env").write_text(example.replace("\nNGINX_WORKERS=auto\n", "\nNGINX_WORKERS=1\n"))
     names = ["BENCH_DATABASE_URL", "NGINX_WORKERS", "NGINX_METRICS_ACCESS", "API_UPSTREAM_SERVERS"]
@@ -174,3 +182,75 @@ def test_a_variable_set_in_the_environment_wins_over_dot_env(tmp_path):
         "server api:8000 max_fails=1 fail_timeout=2s;",
     ]
     assert make_sees(tmp_path, names[:2], {}) == ["", "1"]
+
+
+# Lines of .env as people write them, each read by compose's rules (python-dotenv's parser: quotes,
+# escapes, inline comments). Make, which reads .env for `make up` and the tests, once kept the quotes
+# (`DATABASE_URL="postgresql://..."` then failed as a URL), expanded `$` and cut values at `#`.
+TRICKY_DOT_ENV = {
+    "PLAIN": "PLAIN=plain value  # a comment",
+    "EXPORTED": "export EXPORTED=exported",
+    "DOUBLE": 'DOUBLE="postgresql://u:p@h:5432/db"',
+    "HASH_QUOTED": 'HASH_QUOTED="abc # kept" # dropped',
+    "SINGLE": "SINGLE='p$w#rd \\ x' # dropped",
+    "DOLLARS": "DOLLARS=pa$$w$ord$",
+    "HASH_GLUED": "HASH_GLUED=pa#ss",
+    "EMPTY_COMMENT": "EMPTY_COMMENT= # only a comment",
+    "EMPTY": "EMPTY=",
+    "LEADING": 'LEADING="  two spaces"',
+    "BACKSLASH": "BACKSLASH=ends with\\",
+    "ESCAPES": 'ESCAPES="say \\"hi\\" \\\\ done"',
+    "SPACED": "SPACED = around the sign",
+    "UPSTREAM": "UPSTREAM=server api:8000 max_fails=1 fail_timeout=2s;",
+}
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_reads_dot_env_values_as_compose_does(tmp_path):
+    from dotenv import dotenv_values
+
+    with_makefile(tmp_path)
+    (tmp_path / ".env").write_text("# settings\n\n" + "\n".join(TRICKY_DOT_ENV.values()) + "\n")
+    expected = dotenv_values(tmp_path / ".env", interpolate=False)
+    assert set(expected) == set(TRICKY_DOT_ENV)
+    assert expected["DOUBLE"] == "postgresql://u:p@h:5432/db" and expected["HASH_GLUED"] == "pa#ss"
+    names = list(TRICKY_DOT_ENV)
+    assert dict(zip(names, make_sees(tmp_path, names, {}), strict=True)) == expected
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_interpolates_dot_env_references_outside_single_quotes(tmp_path):
+    with_makefile(tmp_path)
+    (tmp_path / ".env").write_text(
+        "HOST=db.internal\n"
+        "URL=postgresql://u@${HOST}/x\n"
+        'QUOTED="${HOST}:${PORT:-5432}"\n'
+        "LITERAL='${HOST}'\n"
+    )
+    names = ["URL", "QUOTED", "LITERAL"]
+    assert make_sees(tmp_path, names, {}) == ["postgresql://u@db.internal/x", "db.internal:5432", "${HOST}"]
+    # The environment wins over .env for a reference too, as it does for the setting itself.
+    assert make_sees(tmp_path, names[:1], {"HOST": "other"}) == ["postgresql://u@other/x"]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("not a binding", "line 2: not KEY=VALUE"),
+        ('MULTI="one\\ntwo"', "line 2: MULTI: make cannot hold a value over several lines"),
+        ("OPEN='never closed", "line 2: OPEN: make cannot hold a value over several lines"),
+    ],
+)
+def test_a_dot_env_line_make_cannot_read_stops_make_naming_it(tmp_path, line, says):
+    with_makefile(tmp_path)
+    (tmp_path / ".env").write_text(f"FIRST=1\n{line}\n")
+    result = subprocess.run(
+        ["make", "--no-print-directory", "--eval", "show: ; @true", "show"],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0 and says in result.stderr
