@@ -160,6 +160,19 @@ def test_an_oversized_body_gets_413(nginx: LimitedNginx) -> None:
     assert_json_error(parse(answer), 413, "request body too large")
 
 
+def test_nginx_takes_bodies_up_to_the_apis_own_limit(local_stack: LocalStack, tmp_path: Path) -> None:
+    """MAX_BODY_BYTES is the replicas' limit, and nginx's: raised, a body past nginx's old fixed 64k
+    reaches a replica, which answers by its own limit (here the stack's 65536: the API's 413)."""
+    big = b"{" + b" " * 100_000 + b"}"
+    ports = list(local_stack.replica_ports.values())
+    with nginx_in_front(ports, tmp_path / "nginx", {"MAX_BODY_BYTES": "200000"}) as port:
+        answer = parse(
+            exchange(port, request("/reviews", f"Content-Length: {len(big)}", method="POST", body=big))[0]
+        )
+    assert answer.status == 413 and "x-replica" in answer.headers, answer
+    assert json.loads(answer.body)["error"] == "request body too large"
+
+
 def test_huge_headers_get_431_and_a_huge_request_line_414(nginx: LimitedNginx) -> None:
     one_huge_header = request("/healthz", "X-Huge: " + "a" * 20_000)
     many_big_headers = request("/healthz", *(f"X-Big-{i}: {'b' * 7000}" for i in range(8)))
