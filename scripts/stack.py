@@ -365,7 +365,10 @@ def serve(url: str, processes: list[tuple[str, subprocess.Popen[bytes]]], load_s
             log("loading the sample export (ETL_RELOAD=1: replacing the data served)")
             run([BIN / "atelier-load", "--data", sample], env)
         else:
-            log("loading the sample export into a database that serves no data yet")
+            log(
+                "loading the sample export unless the database already serves data "
+                "(`ETL_RELOAD=1 make up` loads it over that data)"
+            )
             run([BIN / "atelier-load", "--data", sample, "--if-empty"], env)
 
     api_env = env | {"DATABASE_URL": api_login(url)}

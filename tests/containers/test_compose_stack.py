@@ -8,6 +8,7 @@ does. Without one these tests skip and say why.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import subprocess
@@ -69,6 +70,20 @@ def compose(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     stack = DockerCompose(ROOT, compose_file_name="compose.yaml", **options)
     with stack:
         yield stack
+
+
+def one_off(compose, service: str, *options: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`docker compose run` of a one-off container, with its exit code: the container is kept until the
+    command has it, then removed (with `run --rm`, Podman's compose answers 0 whatever the code)."""
+    name = f"atelier-one-off-{os.getpid()}-{next(_one_offs)}"
+    command = [*compose.compose_command_property, "run", "--name", name, *options, service]
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60)
+
+
+_one_offs = itertools.count()
 
 
 def api_containers(compose) -> list:
@@ -188,8 +203,7 @@ def test_a_reload_on_purpose_reads_an_export_folder_and_keeps_its_report_apart(c
     )  # fmt: skip
     export.chmod(0o755)  # readable by the container's user, never writable: mounted read-only below
     base = compose.compose_command_property
-    reload = [*base, "run", "--rm", "-v", f"{export}:/data:ro", "-e", "ETL_RELOAD=1", "etl"]
-    loaded = subprocess.run(reload, capture_output=True, text=True, timeout=300)
+    loaded = one_off(compose, "etl", "-v", f"{export}:/data:ro", "-e", "ETL_RELOAD=1")
     assert loaded.returncode == 0, loaded.stdout[-2000:] + loaded.stderr[-2000:]
     assert "rejects report: /reports/rejects.csv" in loaded.stdout
 
@@ -207,19 +221,8 @@ def test_an_export_folder_of_yours_is_never_filled_with_a_sample(compose, tmp_pa
     folder = tmp_path / "mistyped"
     folder.mkdir()
     folder.chmod(0o777)  # writable by the container's user: only the ETL's own rule keeps it empty
-    base = compose.compose_command_property
-
-    def etl(name: str, *options: str) -> subprocess.CompletedProcess[str]:
-        """A one-off ETL container, kept until its exit code is read: Podman's `run --rm` answers 0
-        whatever the container's code."""
-        command = [*base, "run", "--name", name, "-v", f"{folder}:/data", "-e", f"EXPORT_DIR={folder}"]
-        try:
-            return subprocess.run([*command, *options, "etl"], capture_output=True, text=True, timeout=300)
-        finally:
-            subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60)
-
-    suffix = os.getpid()
-    serving = etl(f"atelier-etl-serving-{suffix}")
+    mounted = ["-v", f"{folder}:/data", "-e", f"EXPORT_DIR={folder}"]
+    serving = one_off(compose, "etl", *mounted)
     assert serving.returncode == 0, serving.stdout[-2000:] + serving.stderr[-2000:]
     assert "already serves data; nothing loaded" in serving.stdout
     assert f"EXPORT_DIR={folder}" in serving.stderr and "not generating a sample" in serving.stderr
@@ -230,7 +233,7 @@ def test_an_export_folder_of_yours_is_never_filled_with_a_sample(compose, tmp_pa
         service_name="postgres",
     )  # fmt: skip
     url = urlunsplit(("postgresql", f"atelier:{POSTGRES_PASSWORD}@postgres:5432", "/empty_check", "", ""))
-    empty = etl(f"atelier-etl-empty-{suffix}", "--no-deps", "-e", f"DATABASE_URL={url}")
+    empty = one_off(compose, "etl", *mounted, "--no-deps", "-e", f"DATABASE_URL={url}")
     assert empty.returncode == 2, empty.stdout[-2000:] + empty.stderr[-2000:]
     assert "reviews.csv" in empty.stdout + empty.stderr
     assert list(folder.iterdir()) == []
@@ -270,12 +273,11 @@ def test_a_dump_restores_over_the_schema_a_new_volume_starts_with(compose):
         url = urlunsplit(
             ("postgresql", f"atelier:{POSTGRES_PASSWORD}@postgres:5432", "/restore_check", "", "")
         )
-        verify = [*compose.compose_command_property, "run", "--rm", "--no-deps", "-e", f"DATABASE_URL={url}"]
-        verified = subprocess.run(
-            [*verify, "--entrypoint", "atelier-verify", "etl"], capture_output=True, text=True, timeout=120
-        )
+        options = ["--no-deps", "-e", f"DATABASE_URL={url}", "--entrypoint", "atelier-verify"]
+        verified = one_off(compose, "etl", *options, timeout=120)
         assert verified.returncode == 0, verified.stdout[-2000:] + verified.stderr[-2000:]
         assert "products: 0 differences" in verified.stdout
+        assert "characteristics: 0 differences" in verified.stdout
     finally:
         psql("postgres", "-c", "DROP DATABASE IF EXISTS restore_check")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -267,34 +268,49 @@ class BalancedDeploymentSuite:
 
     async def test_taking_a_replica_away_while_requests_flow_fails_no_get(self, http, deployment, owned):
         """Whichever replica goes, one of these products is its own: nginx passes that product's reads
-        to the next replica on its ring, and the others' reads stay where they were."""
+        to the next replica on its ring, and the others' reads stay where they were. The readers keep
+        going until every product has been read many times after the replica was gone."""
         statuses: list[int] = []
         failures: list[tuple] = []
+        after_stop: list[tuple[int, str]] = []  # (product, replica) of reads sent once it was gone
         product_ids = [product["id"] for product in owned.values()]
+        stopped, done = asyncio.Event(), asyncio.Event()
 
-        async def reader(n: int) -> None:
-            for i in range(n):
-                params = {"product_id": product_ids[i % len(product_ids)], "sort": "newest"}
-                async with http.get("/reviews", params=params) as r:
+        async def reader(first: int) -> None:
+            i = first
+            while not done.is_set():
+                product_id = product_ids[i % len(product_ids)]
+                sent_after_stop = stopped.is_set()
+                async with http.get("/reviews", params={"product_id": product_id, "sort": "newest"}) as r:
                     body = await r.read()
                     statuses.append(r.status)
                     if r.status != 200:
                         served_by = r.headers.get("X-Replica"), r.headers.get("X-Upstream")
                         failures.append((r.status, *served_by, body[:100]))
+                    elif sent_after_stop:
+                        after_stop.append((product_id, r.headers["X-Replica"]))
+                i += 1
 
-        readers = [asyncio.create_task(reader(60)) for _ in range(8)]
+        readers = [asyncio.create_task(reader(n)) for n in range(8)]
         try:
             async with asyncio.timeout(30):
                 while len(statuses) < 100:
                     await asyncio.sleep(0.01)
             await asyncio.to_thread(deployment.stop_replica)
-            await asyncio.wait_for(asyncio.gather(*readers), timeout=120)
+            stopped.set()
+            async with asyncio.timeout(60):
+                while len(after_stop) < 80 * len(product_ids) and not failures:
+                    await asyncio.sleep(0.01)
+            done.set()
+            await asyncio.wait_for(asyncio.gather(*readers), timeout=30)
         finally:
             for task in readers:
                 task.cancel()
             await asyncio.to_thread(deployment.restore_replica)
-        assert len(statuses) == 480
         assert not failures, failures
+        assert {product for product, _ in after_stop} == set(product_ids)
+        # The stopped replica's product went to another one: the two left served all three products.
+        assert len({replica for _, replica in after_stop}) == REPLICAS - 1, Counter(after_stop)
 
     async def test_nginx_limits_answer_in_the_json_error_shape(self, http):
         async with http.get("/reviews", params={"product_id": "1", "rating": "4," * 6000}) as r:

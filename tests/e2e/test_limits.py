@@ -205,6 +205,8 @@ def trickle(port: int, data: bytes, every: float, deadline: float) -> tuple[byte
         sock.setblocking(False)
         answer = b""
         for byte in data:
+            if time.monotonic() - started > deadline:  # the caller's bound on the time then fails it
+                break
             try:
                 sock.send(bytes([byte]))
             except OSError:  # closed by nginx: what the test waits for
@@ -219,8 +221,6 @@ def trickle(port: int, data: bytes, every: float, deadline: float) -> tuple[byte
             if not chunk:
                 break
             answer += chunk
-            if time.monotonic() - started > deadline:
-                break
         else:
             raise AssertionError("nginx kept a never-ending request open")
     return answer, time.monotonic() - started

@@ -279,11 +279,17 @@ def test_cli_refuses_bad_arguments(
 
 
 @pytest.mark.parametrize(
-    "options", [{"products": 0}, {"dirty_rate": 2.0}, {"dirty_rate": float("nan")}, {"dirty_rate": 0.5}]
+    ("options", "says"),
+    [
+        ({"products": 0}, "products must be between 1 and"),
+        ({"dirty_rate": 2.0}, "dirty_rate must be between 0 and 1"),
+        ({"dirty_rate": float("nan")}, "dirty_rate must be between 0 and 1"),
+        ({"products": 1, "dirty_rate": 0.5}, "dirty rows need at least 2 products"),
+    ],
 )
-def test_options_refuse_what_cannot_be_generated(tmp_path: Path, options: dict[str, Any]) -> None:
-    with pytest.raises(ValueError):
-        Options(out=tmp_path, **{"products": 1, **options})
+def test_options_refuse_what_cannot_be_generated(tmp_path: Path, options: dict[str, Any], says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        Options(out=tmp_path, **{"products": 10, **options})
 
 
 def test_cli_refuses_an_out_folder_it_cannot_create(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

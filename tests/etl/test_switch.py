@@ -27,6 +27,14 @@ async def served_review_ids(url: str) -> list[int]:
         await conn.close()
 
 
+WAITING_FOR_A_LOCK = """
+    SELECT EXISTS (
+        SELECT FROM pg_stat_activity
+        WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()
+    )
+"""
+
+
 async def test_a_switch_blocked_by_a_reader_retries_then_completes(db_url, tmp_path, monkeypatch):
     await load(db_url, write_export(tmp_path / "old", reviews=[review(1)]))
     monkeypatch.setattr(staging, "SWITCH_LOCK_TIMEOUT_MS", 100)
@@ -38,6 +46,16 @@ async def test_a_switch_blocked_by_a_reader_retries_then_completes(db_url, tmp_p
     await reader.fetch("SELECT count(*) FROM public.reviews")  # holds ACCESS SHARE until it ends
     new_load = asyncio.create_task(load(db_url, write_export(tmp_path / "new", reviews=[review(2)])))
     try:
+        # The switch has reached the reader's lock: a session of this database waits for one. (Asked on
+        # a connection of its own: inside the reader's transaction the activity view would not change.)
+        watcher = await asyncpg.connect(db_url)
+        try:
+            async with asyncio.timeout(30):
+                while not await watcher.fetchval(WAITING_FOR_A_LOCK):
+                    assert not new_load.done()
+                    await asyncio.sleep(0.01)
+        finally:
+            await watcher.close()
         # While the switch keeps trying, another reader is never queued behind it for long.
         for _ in range(5):
             other = await asyncpg.connect(db_url)
@@ -45,6 +63,7 @@ async def test_a_switch_blocked_by_a_reader_retries_then_completes(db_url, tmp_p
                 assert await other.fetchval("SELECT count(*) FROM public.reviews", timeout=5) == 1
             finally:
                 await other.close()
+        assert not new_load.done()  # still retrying: the reader holds its lock
     finally:
         await transaction.rollback()
         await reader.close()
