@@ -34,20 +34,31 @@ def _decode(escapes: re.Pattern[str], text: str) -> str:
 
 
 def _literal(text: str) -> str:
-    """Text make keeps as it is: `$` doubled, `#` escaped."""
-    return text.replace("$", "$$").replace("#", r"\#")
+    """Text make keeps as it is: `$` doubled, `#` escaped (and the backslashes before it doubled:
+    make reads `\\#` as a backslash, then a comment)."""
+    return re.sub(r"(\\*)#", lambda m: m[1] * 2 + "\\#", text.replace("$", "$$"))
 
 
-def _interpolated(text: str) -> str:
-    """`${NAME}` as make's `$(NAME)` (the environment's or .env's), `${NAME:-d}` as `$(or $(NAME),d)`."""
+class Unreadable(Exception):
+    """A value make cannot hold."""
+
+
+def _interpolated(text: str, key: str) -> str:
+    """`${NAME}` as make's `$(NAME)` (the environment's or .env's), `${NAME:-d}` as `$(if $(NAME),
+    $(NAME),d)`. A reference to the key being set is empty (or its default): `?=` sets it only when the
+    environment has not, and make would refuse a variable that refers to itself."""
     out, cursor = [], 0
     for match in _VARIABLE.finditer(text):
         out.append(_literal(text[cursor : match.start()]))
         name, default = match["name"], match["default"]
-        if default is None:
+        if default is not None and any(c in default for c in "()"):
+            raise Unreadable(f"{key}: a ${{NAME:-default}} whose default holds a parenthesis")
+        if name == key:
+            out.append(_literal(default or ""))
+        elif default is None:
             out.append(f"$({name})")
         else:
-            out.append(f"$(or $({name}),{_literal(default)})")
+            out.append(f"$(if $({name}),$({name}),{_literal(default)})")
         cursor = match.end()
     out.append(_literal(text[cursor:]))
     return "".join(out)
@@ -80,7 +91,10 @@ def assignment(line: str, number: int) -> str | None:
     if parsed is None or "\n" in parsed[0] or "\r" in parsed[0]:
         return f"$(error .env line {number}: {binding['key']}: make cannot hold a value over several lines)"
     value, interpolates = parsed
-    text = _interpolated(value) if interpolates else _literal(value)
+    try:
+        text = _interpolated(value, binding["key"]) if interpolates else _literal(value)
+    except Unreadable as problem:
+        return f"$(error .env line {number}: {_literal(str(problem))})"
     # `$()` (empty) keeps leading spaces, which make drops, and a final backslash, which it joins.
     if text[:1].isspace():
         text = "$()" + text
@@ -90,7 +104,12 @@ def assignment(line: str, number: int) -> str | None:
 
 
 def main(path: str) -> None:
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    try:  # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first line
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as problem:
+        print(f"$(error .env is not UTF-8 text: byte {problem.start})")
+        return
+    for number, line in enumerate(text.splitlines(), start=1):
         made = assignment(line, number)
         if made is not None:
             print(made)

@@ -301,15 +301,20 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, timeou
 def check_port_free(port: int, setting_name: str) -> None:
     """Refuse a port something already listens on: nginx or a replica would fail to bind it only after
     the stack said it was ready, since the check that it answers would reach the other program."""
+    taken = False
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("0.0.0.0", port))
         except OSError:
-            raise SystemExit(
-                f"stack: port {port} is already in use; stop what listens there, or set {setting_name} "
-                "in .env (see .env.example)"
-            ) from None
+            taken = True
+    with suppress(OSError), socket.create_connection(("::1", port), timeout=0.5):
+        taken = True  # a listener on IPv6's loopback only, which `localhost` may reach first
+    if taken:
+        raise SystemExit(
+            f"stack: port {port} is already in use; stop what listens there, or set {setting_name} "
+            "in .env (see .env.example)"
+        )
 
 
 def interrupt(signum: int, frame: object) -> None:
@@ -410,7 +415,7 @@ def running_stack() -> int | None:
         pid = int(PID_FILE.read_text())
     except (FileNotFoundError, ValueError):
         return None
-    alive = _running(pid)
+    alive = pid != os.getpid() and _running(pid)  # pids repeat: a stale file may name this very process
     if alive and Path("/proc").is_dir():
         try:
             alive = b"stack.py" in Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -443,6 +448,8 @@ def up(load_sample: bool = True) -> None:
     # started (they run in sessions of their own, so nothing else reaches them); SIGINT explicitly,
     # since a shell starts background jobs with it ignored.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if signum == signal.SIGHUP and signal.getsignal(signum) is signal.SIG_IGN:
+            continue  # `nohup make up &`: asked to outlive the terminal
         signal.signal(signum, interrupt)
     try:
         # Leaving the block stops the processes first, then the database they use.

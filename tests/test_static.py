@@ -202,6 +202,8 @@ TRICKY_DOT_ENV = {
     "ESCAPES": 'ESCAPES="say \\"hi\\" \\\\ done"',
     "SPACED": "SPACED = around the sign",
     "UPSTREAM": "UPSTREAM=server api:8000 max_fails=1 fail_timeout=2s;",
+    "BACKSLASH_HASH": "BACKSLASH_HASH=a\\#b",
+    "WINDOWS": "WINDOWS=crlf\r",
 }
 
 
@@ -210,7 +212,9 @@ def test_make_reads_dot_env_values_as_compose_does(tmp_path):
     from dotenv import dotenv_values
 
     with_makefile(tmp_path)
-    (tmp_path / ".env").write_text("# settings\n\n" + "\n".join(TRICKY_DOT_ENV.values()) + "\n")
+    # With a byte-order mark, as Windows editors save it.
+    text = "\ufeff# settings\n\n" + "\n".join(TRICKY_DOT_ENV.values()) + "\n"
+    (tmp_path / ".env").write_bytes(text.encode("utf-8"))
     expected = dotenv_values(tmp_path / ".env", interpolate=False)
     assert set(expected) == set(TRICKY_DOT_ENV)
     assert expected["DOUBLE"] == "postgresql://u:p@h:5432/db" and expected["HASH_GLUED"] == "pa#ss"
@@ -226,9 +230,17 @@ def test_make_interpolates_dot_env_references_outside_single_quotes(tmp_path):
         "URL=postgresql://u@${HOST}/x\n"
         'QUOTED="${HOST}:${PORT:-5432}"\n'
         "LITERAL='${HOST}'\n"
+        "SELF=${SELF}:x\n"
+        "LIST=${UNSET:-a,b}\n"
     )
-    names = ["URL", "QUOTED", "LITERAL"]
-    assert make_sees(tmp_path, names, {}) == ["postgresql://u@db.internal/x", "db.internal:5432", "${HOST}"]
+    names = ["URL", "QUOTED", "LITERAL", "SELF", "LIST"]
+    assert make_sees(tmp_path, names, {}) == [
+        "postgresql://u@db.internal/x",
+        "db.internal:5432",
+        "${HOST}",
+        ":x",  # compose's: the variable is not set yet (make would refuse a self-reference)
+        "a,b",
+    ]
     # The environment wins over .env for a reference too, as it does for the setting itself.
     assert make_sees(tmp_path, names[:1], {"HOST": "other"}) == ["postgresql://u@other/x"]
 
@@ -240,6 +252,7 @@ def test_make_interpolates_dot_env_references_outside_single_quotes(tmp_path):
         ("not a binding", "line 2: not KEY=VALUE"),
         ('MULTI="one\\ntwo"', "line 2: MULTI: make cannot hold a value over several lines"),
         ("OPEN='never closed", "line 2: OPEN: make cannot hold a value over several lines"),
+        ("PAREN=${X:-a)b}", "line 2: PAREN: a ${NAME:-default} whose default holds a parenthesis"),
     ],
 )
 def test_a_dot_env_line_make_cannot_read_stops_make_naming_it(tmp_path, line, says):

@@ -72,6 +72,10 @@ def test_config_is_frozen() -> None:
         ({"REVIEWS_MAX_COUNT": "0"}, "REVIEWS_MAX_COUNT='0' is invalid"),
         ({"REVIEWS_MAX_COUNT": "2147483648"}, "must be an integer from 1 to 2147483647"),
         ({"MAX_BODY_BYTES": "1.5"}, "MAX_BODY_BYTES='1.5' is invalid"),
+        (
+            {"MAX_BODY_BYTES": "1048577"},
+            "MAX_BODY_BYTES='1048577' is invalid: must be an integer from 1024 to 1048576",
+        ),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL='LOUD' is invalid: must be one of DEBUG, INFO, WARNING, ERROR"),
     ],
 )

@@ -145,6 +145,8 @@ def with_password(password: str, host: str = "db:5432") -> str:
         with_password("p%40ss", "[::1]:5432"),
         with_password("p@ss"),  # the last @ ends the password: read as meant
         with_password("12:34"),
+        with_password("x9", "h1:5432,h2:5433"),  # several hosts, as asyncpg takes them
+        "postgresql://atelier@/atelier?host=/tmp&application_name=me@laptop",
     ],
 )
 def test_an_encoded_password_or_a_socket_url_reads_as_a_url(url: str) -> None:

@@ -114,7 +114,10 @@ def settings(make_database, tmp_path: Path) -> Settings:
 
 
 @contextmanager
-def make_up(settings: Settings, **extra: str) -> Iterator[Run]:
+def make_up(settings: Settings, nohup: bool = False, **extra: str) -> Iterator[Run]:
+    def ignore_hangups() -> None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as `nohup` starts a command
+
     process = subprocess.Popen(
         [*STACK, "up"],
         env=settings.env | extra,
@@ -122,6 +125,7 @@ def make_up(settings: Settings, **extra: str) -> Iterator[Run]:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # as from a terminal of its own: the test's signals reach it alone
+        preexec_fn=ignore_hangups if nohup else None,
     )
     run = Run(process)
     try:
@@ -197,6 +201,15 @@ def test_a_closed_terminal_stops_every_process_make_up_started(settings: Setting
     # The replicas and nginx run in sessions of their own: only the script could stop them.
     assert settings.listening() == []
     assert not (Path(settings.env["DATA_DIR"]) / "run" / "stack.pid").exists()
+
+
+def test_under_nohup_a_closed_terminal_leaves_the_stack_serving(settings: Settings) -> None:
+    with make_up(settings, nohup=True) as run:
+        run.wait_for("ready:")
+        run.process.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        assert run.process.poll() is None and len(settings.listening()) == 4
+    assert settings.listening() == []  # stopped by the fixture's SIGTERM
 
 
 def test_a_stale_pid_file_names_no_stack_and_its_process_is_left_alone(settings: Settings) -> None:

@@ -257,9 +257,8 @@ def test_if_empty_leaves_a_database_that_serves_data_as_it_is(db_url, tmp_path, 
 def test_if_empty_needs_no_export_for_a_database_that_serves_data(db_url, tmp_path, capsys):
     """A stack restarted after its export folder went away: nothing to load, so nothing is missing.
     A database that serves nothing still needs every file, and is left untouched without them."""
-    gone = tmp_path / "gone"
-    rejects = ["--rejects", str(tmp_path / "rejects.csv")]
-    args = ["--data", str(gone), "--database-url", db_url, "--no-progress", "--if-empty", *rejects]
+    gone = tmp_path / "gone"  # and with it the default rejects report's folder
+    args = ["--data", str(gone), "--database-url", db_url, "--no-progress", "--if-empty"]
     assert main(args) == 2
     assert "does not exist" in capsys.readouterr().err
     assert served_reviews(db_url) is None

@@ -12,6 +12,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 T = TypeVar("T")
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# nginx in front holds a body of up to MAX_BODY_BYTES in memory (client_body_buffer_size): 1 MiB at
+# most, some 80 reviews of the largest size.
+MAX_BODY_BYTES_LIMIT = 1_048_576
 # product_id and page are Postgres integers; keeping count below 2**31 too keeps (page - 1) * count, the
 # OFFSET, inside a bigint.
 INT32_MAX = 2**31 - 1
@@ -60,7 +63,7 @@ class Config:
             db_command_timeout=env.get("DB_COMMAND_TIMEOUT", 5.0, _positive_seconds),
             shutdown_timeout=env.get("SHUTDOWN_TIMEOUT", 8.0, _positive_seconds),
             reviews_max_count=env.get("REVIEWS_MAX_COUNT", 1_000_000, _bounded_int(1, INT32_MAX)),
-            max_body_bytes=env.get("MAX_BODY_BYTES", 65536, _bounded_int(1024, 2**30)),
+            max_body_bytes=env.get("MAX_BODY_BYTES", 65536, _bounded_int(1024, MAX_BODY_BYTES_LIMIT)),
             log_level=env.get("LOG_LEVEL", "INFO", _log_level),
             replica_name=env.get("REPLICA_NAME", socket.gethostname(), str),
             environment=env.get("ATELIER_ENV", "development", _environment),
@@ -123,10 +126,13 @@ def unreadable_url_problem(database_url: str) -> str | None:
     or the port as `ab`. atelier_etl.environment has the same rule."""
     try:
         parts = urlsplit(database_url)
-        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
     except ValueError:
         return UNREADABLE_URL
-    if "@" in parts.path + parts.query + parts.fragment:
+    # What an unencoded / # or ? leaves after the host: an @ in the path, the fragment or a query
+    # parameter's name (a value may hold one: application_name=me@host). Several hosts (h1:5432,h2)
+    # and a socket directory stay readable.
+    names = [pair.partition("=")[0] for pair in parts.query.split("&")]
+    if "@" in parts.path + parts.fragment or any("@" in name for name in names):
         return UNREADABLE_URL
     return None
 

@@ -52,10 +52,13 @@ def unreadable_url_problem(database_url: str) -> str | None:
     """As atelier_api.config's: the URL's parts cannot be told apart (an unencoded password)."""
     try:
         parts = urlsplit(database_url)
-        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
     except ValueError:
         return UNREADABLE_URL
-    if "@" in parts.path + parts.query + parts.fragment:
+    # What an unencoded / # or ? leaves after the host: an @ in the path, the fragment or a query
+    # parameter's name (a value may hold one: application_name=me@host). Several hosts (h1:5432,h2)
+    # and a socket directory stay readable.
+    names = [pair.partition("=")[0] for pair in parts.query.split("&")]
+    if "@" in parts.path + parts.fragment or any("@" in name for name in names):
         return UNREADABLE_URL
     return None
 

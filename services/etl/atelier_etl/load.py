@@ -72,23 +72,20 @@ async def load(
     started = time.monotonic()
     data_dir = Path(data_dir)
     rejects_path = Path(rejects_path) if rejects_path else data_dir / "rejects.csv"
-    if not if_empty:
+    report: RejectsReport | None = None
+    if not if_empty:  # before touching the database, even before reaching it
         check_inputs(data_dir)
+        report = _open_report(rejects_path)
     try:
-        report = RejectsReport(rejects_path, [export_file.name for export_file in EXPORT_FILES])
-    except OSError as exc:
-        raise InputFileError(
-            f"cannot write the rejects report {rejects_path}: {exc.strerror or exc}"
-        ) from None
-    with report:
         conn = await connect(database_url, wait)
         try:
             if not await staging.try_lock(conn):
                 raise LoadError("another atelier-load is running against this database")
-            if if_empty:
+            if report is None:  # if_empty: nothing is read or written for a database that serves data
                 if await staging.serves_a_product(conn):
-                    return None  # `report` drops its partial file; the last load's report stays
+                    return None  # the last load's report stays
                 check_inputs(data_dir)
+                report = _open_report(rejects_path)
             try:
                 files = await _stage_and_switch(conn, database_url, data_dir, report, progress)
             except Exception as exc:
@@ -99,7 +96,19 @@ async def load(
             with contextlib.suppress(Exception):
                 await conn.close(timeout=CONNECT_TIMEOUT)
         report.commit()
+    finally:
+        if report is not None:
+            report.discard()  # the partial files of a load that failed (none after a commit)
     return LoadSummary(files, rejects_path, time.monotonic() - started)
+
+
+def _open_report(rejects_path: Path) -> RejectsReport:
+    try:
+        return RejectsReport(rejects_path, [export_file.name for export_file in EXPORT_FILES])
+    except OSError as exc:
+        raise InputFileError(
+            f"cannot write the rejects report {rejects_path}: {exc.strerror or exc}"
+        ) from None
 
 
 def first_failure(exc: BaseException) -> BaseException:
