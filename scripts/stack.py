@@ -263,7 +263,7 @@ def render_nginx(
     for sub in ("conf.d", "logs", "tmp"):
         (prefix / sub).mkdir(parents=True, exist_ok=True)
     values = {
-        "NGINX_PORT": str(http_port),
+        "NGINX_PORT": listen_address(setting("HTTP_HOST", "127.0.0.1"), http_port),
         "API_UPSTREAM_SERVERS": " ".join(
             f"server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;" for port in ports
         ),
@@ -285,6 +285,12 @@ def render_nginx(
     server = (NGINX_DIR / "templates" / "default.conf.template").read_text()
     (prefix / "conf.d" / "default.conf").write_text(envsubst(server, values))
     (prefix / "nginx.conf").write_text(envsubst((NGINX_DIR / "nginx.local.conf").read_text(), values))
+
+
+def listen_address(host: str, port: int) -> str:
+    """nginx's `listen` for the local stack: loopback by default, as the replicas (the compose image
+    listens on every interface of its container, and compose publishes the port)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float = 30.0) -> None:

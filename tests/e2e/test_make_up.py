@@ -245,3 +245,35 @@ def test_a_port_in_use_is_named_before_anything_starts(settings: Settings) -> No
         assert f"port {settings.http_port} is already in use" in said and "HTTP_PORT" in said, said
         assert "ready:" not in said
         assert settings.listening() == [settings.http_port]  # only the test's own socket
+
+
+def this_machines_address() -> str | None:
+    """An address of this machine other than loopback (the one a route out would use), if any."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # a documentation address: nothing is sent
+        except OSError:
+            return None
+        address = probe.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+def answers_at(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize(("host", "outside"), [("", False), ("0.0.0.0", True)])
+def test_the_local_nginx_listens_on_loopback_unless_told(
+    settings: Settings, host: str, outside: bool
+) -> None:
+    address = this_machines_address()
+    if address is None:
+        pytest.skip("this machine has no address but loopback")
+    with make_up(settings, HTTP_HOST=host) as run:
+        run.wait_for("ready:")
+        assert answers_at("127.0.0.1", settings.http_port)
+        assert answers_at(address, settings.http_port) is outside
