@@ -372,15 +372,15 @@ def serve(url: str, processes: list[tuple[str, subprocess.Popen[bytes]]], load_s
         # As compose's ETL does: a database that already serves data (the embedded one on a second
         # `make up`, or yours in DATABASE_URL) keeps it, with every review, vote and report the API
         # took; ETL_RELOAD=1 loads the sample all the same, replacing them.
-        if setting("ETL_RELOAD", "0") == "1":
+        reload = setting("ETL_RELOAD", "0") == "1"
+        if reload:
             log("loading the sample export (ETL_RELOAD=1: replacing the data served)")
-            run([BIN / "atelier-load", "--data", sample], env)
         else:
             log(
                 "loading the sample export unless the database already serves data "
                 "(`ETL_RELOAD=1 make up` loads it over that data)"
             )
-            run([BIN / "atelier-load", "--data", sample, "--if-empty"], env)
+        run([BIN / "atelier-load", "--data", sample, *([] if reload else ["--if-empty"])], env)
 
     api_env = env | {"DATABASE_URL": api_login(url)}
     ports = [base_port + i for i in range(replicas)]

@@ -47,9 +47,9 @@ def _free(port: int) -> bool:
         return True
 
 
-def _answers(port: int) -> bool:
+def answers_at(address: str, port: int) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
+        with socket.create_connection((address, port), timeout=1):
             return True
     except OSError:
         return False
@@ -94,7 +94,7 @@ class Settings:
         return f"http://127.0.0.1:{self.http_port}"
 
     def listening(self) -> list[int]:
-        return [port for port in [self.http_port, *self.api_ports] if _answers(port)]
+        return [port for port in [self.http_port, *self.api_ports] if answers_at("127.0.0.1", port)]
 
 
 @pytest.fixture
@@ -256,14 +256,6 @@ def this_machines_address() -> str | None:
             return None
         address = probe.getsockname()[0]
     return None if address.startswith("127.") else address
-
-
-def answers_at(address: str, port: int) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.mark.parametrize(("host", "outside"), [("", False), ("0.0.0.0", True)])
