@@ -301,6 +301,26 @@ def test_json_failure_says_why_with_the_exit_code(tmp_path, capsys):
     assert failure["ok"] is False and failure["exit_code"] == 2 and "nowhere" in failure["error"]
 
 
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--wait", "soon"], "'soon' is not a number of seconds"),
+        (["--unknown"], "unrecognized arguments: --unknown"),
+        ([], "DATABASE_URL is not set"),
+    ],
+    ids=["bad value", "unknown option", "no database"],
+)
+def test_json_usage_errors_say_why_with_the_exit_code(tmp_path, capsys, monkeypatch, args, named):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        main(["--data", str(tmp_path), "--json", *args])
+    assert exited.value.code == 2
+    out, err = capsys.readouterr()
+    failure = json.loads(out)
+    assert failure["ok"] is False and failure["exit_code"] == 2 and named in failure["error"]
+    assert named in err
+
+
 def test_a_failure_of_one_of_two_lanes_is_reported_as_itself():
     """The loader copies on two connections at once; a TaskGroup wraps a lane's error, and the command
     must still print that error (and exit 1), not an ExceptionGroup traceback."""

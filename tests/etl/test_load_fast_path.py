@@ -7,12 +7,17 @@ the csv module and rows.py. Every stored value must be the same, and so must the
 from __future__ import annotations
 
 import re
+import tempfile
+import tracemalloc
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from atelier_etl import copystream
 from atelier_etl.load import load
+from atelier_etl.rejects import RejectsReport
+from atelier_etl.rows import CHARACTERISTICS as CHARACTERISTICS_FILE
 from tests.etl.loadfiles import read_rejects, review, write_export
 
 TABLES = {
@@ -76,3 +81,25 @@ async def test_the_fast_path_loads_what_the_slow_path_loads(make_database, tmp_p
     assert fast.as_dict()["files"] == slow.as_dict()["files"]
     assert read_rejects(fast.rejects_path) == read_rejects(slow.rejects_path)
     assert fast["reviews.csv"].loaded == len(REVIEWS) - 2
+
+
+def test_a_file_of_lone_cr_line_ends_streams_in_chunks(tmp_path, monkeypatch):
+    """No LF anywhere: every record takes the slow path, which must still read the file a chunk at a time
+    (it once read on until an LF, i.e. the whole file, copying the buffer at every read)."""
+    monkeypatch.setattr(copystream, "CHUNK", 1 << 13)  # a file of many chunks, quickly read
+    rows = [f"{i},{i},Fit" for i in range(1, 50_001)]
+    path = tmp_path / "characteristics.csv"
+    path.write_bytes("\r".join(["id,product_id,name", *rows, ""]).encode())
+    with tempfile.TemporaryDirectory() as folder:
+        report = RejectsReport(Path(folder) / "rejects.csv")
+        stream = copystream.CopyStream(path, CHARACTERISTICS_FILE, report)
+        tracemalloc.start()
+        try:
+            copied = sum(chunk.count(b"\n") for chunk in stream.chunks())
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+            stream.close()
+            report.discard()
+    assert (stream.read, stream.rejected, copied) == (len(rows), 0, len(rows))
+    assert peak < path.stat().st_size / 2

@@ -6,6 +6,7 @@ import asyncpg
 import pytest
 
 from atelier_etl.load import load
+from atelier_etl.rows import MAX_FIELD_CHARS
 from tests.etl.loadfiles import (
     SAMPLE_CHARACTERISTIC_REVIEWS,
     SAMPLE_CHARACTERISTICS,
@@ -203,6 +204,50 @@ async def test_a_runaway_quote_is_rejected_and_reading_resumes(db_url, tmp_path)
     [reject] = read_rejects(summary.rejects_path)
     assert (reject["line"], reject["kind"]) == ("6", "malformed_csv")
     assert summary["reviews.csv"].loaded == 5
+    assert_every_row_accounted_for(summary)
+
+
+LONG = "x" * (MAX_FIELD_CHARS + 1)
+
+
+@pytest.mark.parametrize("url", [LONG, f'"{LONG}"'], ids=["bare", "quoted"])
+async def test_a_field_over_the_limit_is_rejected_even_on_one_plain_line(db_url, tmp_path, url):
+    """A one-line record the fast path would pass, but that the csv readers (which read the file again for
+    set-level rejects) refuse: rejected as malformed, never loaded, so finding its reference broken (review
+    77 does not exist) cannot stop the load."""
+    photos = [*SAMPLE_PHOTOS, f"40,77,{url}", "41,1,https://x/41.jpg"]
+    data = write_export(tmp_path, photos=photos)
+    summary = await load(db_url, data)
+
+    [reject] = read_rejects(summary.rejects_path)
+    assert (reject["line"], reject["kind"]) == (str(len(SAMPLE_PHOTOS) + 2), "malformed_csv")
+    assert reject["reason"] == (
+        f"not valid CSV: a quote that never closes, or a field over {MAX_FIELD_CHARS:,} characters"
+    )
+    assert summary["reviews_photos.csv"].loaded == len(SAMPLE_PHOTOS) + 1
+    assert_every_row_accounted_for(summary)
+
+
+async def test_a_line_longer_than_the_limit_with_fields_within_it_is_loaded(db_url, tmp_path):
+    """Two fields of 100,000 characters: the line is over the limit, no field is. Loaded, and a later copy
+    of its id is reported as a duplicate of it (the csv readers find it again)."""
+    long_text = "y" * 100_000
+    reviews = [*SAMPLE_REVIEWS, review(id=40, summary=long_text, body=f'"{long_text}"'), review(id=40)]
+    data = write_export(tmp_path, reviews=reviews)
+    summary = await load(db_url, data)
+
+    conn = await asyncpg.connect(db_url)
+    try:
+        assert (
+            await conn.fetchval("SELECT length(summary) + length(body) FROM reviews WHERE id = 40") == 200_000
+        )
+    finally:
+        await conn.close()
+    [reject] = read_rejects(summary.rejects_path)
+    assert (reject["kind"], reject["reason"]) == (
+        "duplicate_id",
+        f"duplicate id 40 (first at line {len(SAMPLE_REVIEWS) + 2})",
+    )
     assert_every_row_accounted_for(summary)
 
 

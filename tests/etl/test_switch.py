@@ -4,11 +4,12 @@ gives up cleanly (nothing switched, the previous data served) when the tables st
 from __future__ import annotations
 
 import asyncio
+import errno
 
 import asyncpg
 import pytest
 
-from atelier_etl import staging
+from atelier_etl import rejects, staging
 from atelier_etl.load import load
 from atelier_etl.summary import LoadError
 from tests.etl.loadfiles import review, write_export
@@ -86,3 +87,24 @@ async def test_a_switch_that_never_gets_its_locks_changes_nothing(db_url, tmp_pa
     finally:
         await reader.close()
     assert await served_review_ids(db_url) == [1]
+
+
+async def test_a_report_that_cannot_be_written_switches_nothing(db_url, tmp_path, monkeypatch):
+    """The rejects report is written out before the switch: a full disk there leaves the previous data
+    served with its own report, as the error says (it once failed after the switch, the new data served
+    and the report describing it deleted)."""
+    report_path = tmp_path / "rejects.csv"
+    await load(db_url, write_export(tmp_path / "old", reviews=[review(1), review(1)]), report_path)
+    old_report = report_path.read_bytes()
+
+    def disk_full(source, target):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(rejects.shutil, "copyfileobj", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        await load(
+            db_url, write_export(tmp_path / "new", reviews=[review(2), review(3, rating=9)]), report_path
+        )
+    assert await served_review_ids(db_url) == [1]
+    assert report_path.read_bytes() == old_report
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["new", "old", "rejects.csv"]

@@ -26,6 +26,7 @@ from atelier_etl.rejects import RejectsReport
 from atelier_etl.rows import (
     CHARACTERISTIC_REVIEWS,
     CHARACTERISTICS,
+    MAX_FIELD_CHARS,
     REVIEWS,
     REVIEWS_PHOTOS,
     ExportFile,
@@ -178,6 +179,8 @@ class CopyStream:
             if self._pos >= len(self._buffer) and self._eof:
                 break
             end = _run_end(fast, self._buffer, self._pos, len(self._buffer))
+            if end - self._pos > MAX_FIELD_CHARS:
+                end = _before_long_line(self._buffer, self._pos, end)
             if end > self._pos:
                 end = self._valid_utf8_end(fast, end)
             if end > self._pos:
@@ -188,7 +191,7 @@ class CopyStream:
                 self._pos = end
                 pending.append(records)
                 size += len(records)
-            elif not self._eof and self._buffer.find(b"\n", self._pos) == -1:
+            elif not self._eof and _LINE_END.search(self._buffer, self._pos) is None:
                 self._fill()  # only part of a line left: read on before deciding anything
             else:
                 record = self._slow_record()
@@ -287,6 +290,20 @@ class CopyStream:
 
 
 _LINE_END = re.compile(rb"[\r\n]")
+
+
+def _before_long_line(buffer: bytes, start: int, end: int) -> int:
+    """`end`, or the start of the first line of the run buffer[start:end] (whole lines, each ending in LF)
+    longer than MAX_FIELD_CHARS bytes: the slow path reads that one, as the csv readers that read the file
+    again (setrejects.py) would. A window of that many bytes holding no LF is such a line; a few rfind
+    calls per run, at C speed."""
+    line = start
+    while end - line > MAX_FIELD_CHARS:
+        last_lf = buffer.rfind(b"\n", line, line + MAX_FIELD_CHARS + 1)
+        if last_lf == -1:
+            return line
+        line = last_lf + 1
+    return end
 
 
 def _run_end(fast: re.Pattern[bytes], buffer: bytes, start: int, end: int) -> int:

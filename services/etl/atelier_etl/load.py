@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -224,9 +225,13 @@ async def _stage_and_switch(
                     await lane_conn.close(timeout=CONNECT_TIMEOUT)
     _step(progress, "analyzing the summaries")
     await staging.analyze_summaries(conn)
+    # Whatever can still fail is done before the switch, so that a failure leaves the previous data
+    # served with its own report: every row accounted for (FileSummary checks it), the report written.
+    files = tuple(stream.summary(report) for stream in streams.values())
+    report.join()
     _step(progress, "switching the loaded tables in")
     await staging.switch(conn)
-    return tuple(stream.summary(report) for stream in streams.values())
+    return files
 
 
 # The files of each COPY connection: reviews.csv (1.6 GB) on one, the three others (1 GB, 25M rows)
@@ -317,8 +322,20 @@ environment:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors (exit 2) also print the --json failure object when asked."""
+
+    json_requested = False
+
+    def error(self, message: str) -> NoReturn:
+        if self.json_requested:
+            _fail(2, message, as_json=True)
+            self.exit(2)
+        super().error(message)
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(
         prog="atelier-load",
         description="Load the Atelier reviews export (reviews.csv, reviews_photos.csv, characteristics.csv, "
         "characteristic_reviews.csv) into the database, replacing the data served so far.",
@@ -365,7 +382,9 @@ def _seconds(text: str) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    parser.json_requested = "--json" in arguments
+    args = parser.parse_args(arguments)
     database_url, refused = environment.database_url(parser, args.database_url)
     if refused:
         return _fail(2, refused, args.json)

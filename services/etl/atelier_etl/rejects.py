@@ -105,15 +105,23 @@ class RejectsReport:
     def total(self) -> int:
         return sum(self._counts.values())
 
-    def commit(self) -> None:
+    def join(self) -> None:
+        """Write the parts into the partial report, in file order (the work that can fail: a full disk)."""
         for file in self._files:
-            part = self._parts.pop(file, None)
+            part = self._parts.get(file)
             if part is not None:
                 part[0].close()
                 with open(self._part_path(file), encoding="utf-8", newline="") as stream:
                     shutil.copyfileobj(stream, self._file)
+                del self._parts[file]  # only once copied: discard() removes the parts left
                 self._part_path(file).unlink()
         self._file.close()
+
+    def commit(self) -> None:
+        """The report takes its place (joined first if `join` was not called): a rename, all but certain
+        to succeed, which the loader does only once the new data is served."""
+        if not self._file.closed:
+            self.join()
         os.replace(self.partial_path, self.path)
 
     def discard(self) -> None:
@@ -124,4 +132,4 @@ class RejectsReport:
         self._parts.clear()
         if not self._file.closed:
             self._file.close()
-            self.partial_path.unlink(missing_ok=True)
+        self.partial_path.unlink(missing_ok=True)

@@ -8,6 +8,7 @@ Set-level rules (duplicate ids, references between files) are decided later, in 
 
 from __future__ import annotations
 
+import csv
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,12 @@ MAX_INTEGER = 2**31 - 1
 # The largest date `timestamptz 'epoch' + ms * interval '1 millisecond'` computes exactly: the product
 # goes through a double, exact up to 2**53 microseconds (June 2255).
 MAX_DATE_MS = 2**53 // 1000
+
+# The longest field either csv reader here takes (the csv module's own default, set explicitly): a quote
+# that never closes stops there, so one bad record costs at most this much memory. copystream's fast path
+# never passes a line longer than this, so a field the csv readers refuse is never loaded either.
+MAX_FIELD_CHARS = 131_072
+csv.field_size_limit(MAX_FIELD_CHARS)
 
 _SCORES = {"1": 1, "2": 2, "3": 3, "4": 4, "5": 5}
 _BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
@@ -153,7 +160,10 @@ class ExportFile:
     def parse(self, line: int, fields: list[str] | None, raw: str) -> tuple:
         """The record as a raw staging row, or RowRejected."""
         if fields is None:
-            raise RowRejected(rejects.MALFORMED_CSV, "not valid CSV (unterminated quote?)")
+            raise RowRejected(
+                rejects.MALFORMED_CSV,
+                f"not valid CSV: a quote that never closes, or a field over {MAX_FIELD_CHARS:,} characters",
+            )
         if len(fields) != len(self.columns):
             raise RowRejected(
                 rejects.WRONG_COLUMN_COUNT, f"expected {len(self.columns)} columns, got {len(fields)}"
