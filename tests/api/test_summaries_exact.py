@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from atelier_api.app import create_app
+from atelier_api.changes import CHANNEL
 from atelier_api.config import Config
 from tests.api.factories import review_body
 from tests.conftest import BIN, generate_and_load
@@ -210,8 +211,21 @@ def test_verify_reports_a_difference_and_repairs_it(loaded: str) -> None:
     assert result["examples"]["products"][0]["product_id"] == product_id
     assert result["examples"]["characteristics"][0]["characteristic_id"] == characteristic_id
 
-    code, result = verify(loaded, "--repair")
+    async def repair() -> tuple[tuple[int, dict[str, Any]], list[str]]:
+        """verify --repair, and what a replica's listener hears meanwhile."""
+        heard: list[str] = []
+        listener = await asyncpg.connect(loaded)
+        try:
+            await listener.add_listener(CHANNEL, lambda _c, _p, _ch, payload: heard.append(payload))
+            repaired = await asyncio.to_thread(verify, loaded, "--repair")
+            await listener.fetchval("SELECT 1")  # a round trip: notifications sent before are delivered
+        finally:
+            await listener.close()
+        return repaired, heard
+
+    (code, result), heard = asyncio.run(repair())
     assert (code, result["repaired"]) == (0, True)
+    assert heard == ["*"]  # every replica's cache drops what it served from the wrong summaries
     code, result = verify(loaded)
     assert (code, result["differences"]) == (0, 0), result
 

@@ -167,13 +167,14 @@ async def _listen(database_url: str, cache: ResponseCache) -> None:
     while True:
         conn = None
         try:
-            conn = await asyncpg.connect(
-                database_url,
-                timeout=PING_INTERVAL + PING_TIMEOUT,
-                server_settings={"application_name": "atelier-api-listener"},
-            )
-            conn.add_termination_listener(lambda _: _lost(cache))
-            await conn.add_listener(CHANNEL, lambda _conn, _pid, _channel, payload: apply(cache, payload))
+            # Bounded as a whole: a link that dies silently during the LISTEN would otherwise hold it
+            # until the kernel gives up on the connection (minutes), the cache off all along.
+            async with asyncio.timeout(PING_INTERVAL + PING_TIMEOUT):
+                conn = await asyncpg.connect(
+                    database_url, server_settings={"application_name": "atelier-api-listener"}
+                )
+                conn.add_termination_listener(lambda _: _lost(cache))
+                await conn.add_listener(CHANNEL, lambda _conn, _pid, _channel, payload: apply(cache, payload))
             cache.flush()  # what was notified while nobody listened is unknown
             cache.live = True
             if failures:

@@ -46,7 +46,7 @@ class Config:
     replica_name: str = ""  # names this process in the X-Replica header; the host name by default
     environment: str = "development"  # "production" refuses example secrets
     shutdown_timeout: float = 8.0  # seconds in-flight requests get to finish after SIGTERM
-    cache_max_bytes: int = 64 * 2**20  # the response cache's budget per replica; 0 turns it off
+    cache_max_bytes: int = 80 * 2**20  # the response cache's budget per replica; 0 turns it off
     cache_ttl: float = 300.0  # seconds an answer may be cached at most (a backstop: writes invalidate)
     http_cache_max_age: int = 5  # seconds clients may reuse a GET answer (Cache-Control max-age)
 
@@ -67,7 +67,7 @@ class Config:
             log_level=env.get("LOG_LEVEL", "INFO", _log_level),
             replica_name=env.get("REPLICA_NAME", socket.gethostname(), str),
             environment=env.get("ATELIER_ENV", "development", _environment),
-            cache_max_bytes=env.get("CACHE_MAX_BYTES", 64 * 2**20, _bounded_int(0, 2**40)),
+            cache_max_bytes=env.get("CACHE_MAX_BYTES", 80 * 2**20, _bounded_int(0, 2**40)),
             cache_ttl=env.get("CACHE_TTL", 300.0, _positive_seconds),
             http_cache_max_age=env.get("HTTP_CACHE_MAX_AGE", 5, _bounded_int(0, 86400)),
         )

@@ -108,9 +108,13 @@ _HTTP_ERROR_MESSAGES = {
 def json_error(
     status: int, message: str, details: Iterable[FieldError] = (), headers: Mapping[str, str] | None = None
 ) -> web.Response:
+    """The JSON error, never kept by a cache (HTTP lets one keep a 404, say, by heuristic)."""
     body = {"error": message, "details": [{"field": d.field, "message": d.message} for d in details]}
     return web.Response(
-        status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
+        status=status,
+        body=orjson.dumps(body),
+        content_type="application/json",
+        headers={**(headers or {}), "Cache-Control": "no-store"},
     )
 
 

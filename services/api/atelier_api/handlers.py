@@ -48,8 +48,7 @@ async def create_review(request: web.Request) -> web.Response:
     draft = review_draft.parse(payload)
     claim = idempotency.Claim(key, idempotency.request_hash(payload)) if key is not None else None
     created = await reviews.create_review(request.app[POOL_KEY], draft, request.app[CLOCK_KEY](), claim)
-    if created.product_id is not None:  # the other replicas hear of it by notification (changes.py)
-        request.app[CACHE_KEY].invalidate(created.product_id)
+    request.app[CACHE_KEY].invalidate(created.product_id)  # the other replicas: by notification
     headers = {"Location": f"/reviews/{created.review_id}"}
     if created.replayed:
         headers[idempotency.REPLAYED_HEADER] = "true"
@@ -62,16 +61,14 @@ async def mark_helpful(request: web.Request) -> web.Response:
     its X-Request-Id, is acknowledged again without counting again (votes.py)."""
     review_id = validation.review_id(request.match_info["review_id"])
     product_id = await votes.mark_helpful(request.app[POOL_KEY], review_id, request_id(request))
-    if product_id is not None:
-        request.app[CACHE_KEY].invalidate(product_id, summary=False)
+    request.app[CACHE_KEY].invalidate(product_id, summary=False)
     return web.Response(status=204)
 
 
 async def report_review(request: web.Request) -> web.Response:
     review_id = validation.review_id(request.match_info["review_id"])
     product_id = await reviews.report(request.app[POOL_KEY], review_id)
-    if product_id is not None:
-        request.app[CACHE_KEY].invalidate(product_id)
+    request.app[CACHE_KEY].invalidate(product_id)
     return web.Response(status=204)
 
 

@@ -86,7 +86,7 @@ async def keep_session(conn: asyncpg.Connection) -> None:
     of a transaction left open.
 
     asyncpg's default reset sends `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on every
-    release: one more round trip per request, about a tenth of a replica's CPU (bench/profile.py). The
+    release: one more round trip per request, about a tenth of a replica's CPU (bench/cpu_profile.py). The
     API leaves no session state to reset: its advisory locks are transaction-level, its settings
     `SET LOCAL`, it opens no cursors outside a transaction and listens on a connection of its own
     (changes.py). tests/api/test_pool.py checks that every connection goes back clean.

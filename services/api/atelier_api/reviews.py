@@ -221,7 +221,7 @@ async def get_review(pool: asyncpg.Pool, review_id: int) -> Json:
 @dataclass(frozen=True, slots=True)
 class Created:
     review_id: int
-    product_id: int | None  # None for a replay: nothing changed
+    product_id: int
     replayed: bool = False  # an Idempotency-Key's earlier review, nothing stored now
 
 
@@ -232,7 +232,8 @@ async def create_review(
     replica of the change (changes.notify); return its id.
 
     With an Idempotency-Key, the key is claimed and recorded with the review in the same statement, and
-    a key that already created a review with this body gives that review back instead (idempotency.py).
+    a key that already created a review with this body gives that review back instead (idempotency.py),
+    notifying again: the request that stored it may have ended between its commit and its notification.
     Raises InvalidInput listing every broken rule, those of the body and those the database decides.
     """
     if draft.product_id is None:  # nothing to look up: report the body's errors without a round trip
@@ -247,8 +248,7 @@ async def create_review(
                 if error.constraint_name != idempotency.TAKEN_MEANWHILE:
                     raise
                 raise idempotency.RequestInProgress() from None  # rolled back: the retry is replayed
-        if created.product_id is not None:
-            await changes.notify(pool, conn, created.product_id)
+        await changes.notify(pool, conn, created.product_id)
         return created
 
 
@@ -282,8 +282,8 @@ async def _store(
         earlier = idempotency.earlier_review(
             key, stored["claimed"], stored["earlier_hash"], stored["earlier_id"]
         )
-        if earlier is not None:
-            return Created(earlier, None, replayed=True)
+        if earlier is not None:  # the same body, so the same product
+            return Created(earlier, review.product_id, replayed=True)
     # The same rules in Python name every broken one; the statement stored nothing when one is broken.
     draft.complete(
         product_known=stored["has_reviews"] or bool(stored["characteristic_ids"]),
@@ -303,21 +303,21 @@ async def _facts_and_errors(conn: asyncpg.Connection, draft: ReviewDraft) -> Non
     )
 
 
-async def report(pool: asyncpg.Pool, review_id: int) -> int | None:
-    """Hide the review and take it out of its product's summary, in one transaction; returns its
-    product, or None when it was reported already (nothing changes). Raises ReviewNotFound when there
-    is no such review."""
+async def report(pool: asyncpg.Pool, review_id: int) -> int:
+    """Hide the review and take it out of its product's summary, in one transaction, then notify every
+    replica; returns its product. A review reported already changes nothing but is notified again: the
+    request that reported it may have ended between its commit and its notification (nginx then retries
+    on another replica). Raises ReviewNotFound when there is no such review."""
     async with pool.acquire() as conn:
         async with conn.transaction():
             review = await conn.fetchrow(LOCK_REVIEW, review_id)
             if review is None:
                 raise ReviewNotFound(review_id)
-            if review["reported"]:
-                return None
-            await conn.execute(REPORT, review_id)
-            await summaries.remove_review(
-                conn, review_id, review["product_id"], review["rating"], review["recommend"]
-            )
+            if not review["reported"]:
+                await conn.execute(REPORT, review_id)
+                await summaries.remove_review(
+                    conn, review_id, review["product_id"], review["rating"], review["recommend"]
+                )
         await changes.notify(pool, conn, review["product_id"])
     return int(review["product_id"])
 

@@ -5,6 +5,8 @@ X-Request-Id to every replica it tries. A replica may have counted the vote and 
 so the vote is keyed by its request id: the first time an id votes for a review, the vote is recorded
 in `helpful_votes` and counted, in one statement (so one transaction); the same id again is a replay,
 acknowledged (204) and not counted. A client that retries with its own X-Request-Id gets the same rule.
+A replay notifies the change again (changes.notify): the replica that counted the vote may have died
+between its commit and its notification, which is when nginx retries, and the caches must still hear of it.
 Recorded votes expire after VOTE_RETENTION (services/postgres/04-requests.sql).
 """
 
@@ -27,7 +29,7 @@ VOTE_RETENTION = timedelta(hours=24)
 # each vote, skipping any that another transaction holds, so votes never wait on each other for it.
 MARK_HELPFUL = """
     WITH review AS (
-        SELECT id FROM reviews WHERE id = $1
+        SELECT id, product_id FROM reviews WHERE id = $1
     ), vote AS (
         INSERT INTO helpful_votes (request_id, review_id)
         SELECT $2, id FROM review
@@ -37,7 +39,6 @@ MARK_HELPFUL = """
     ), counted AS (
         UPDATE reviews SET helpfulness = helpfulness + (helpfulness < 2147483647)::int
         WHERE id IN (SELECT review_id FROM vote)
-        RETURNING product_id
     ), expired AS (
         DELETE FROM helpful_votes
         WHERE (request_id, review_id) IN (
@@ -48,23 +49,19 @@ MARK_HELPFUL = """
             FOR UPDATE SKIP LOCKED
         )
     )
-    SELECT
-        EXISTS (SELECT FROM review) AS found,
-        (SELECT product_id FROM counted) AS counted_for
+    SELECT product_id FROM review
 """
 
 
-async def mark_helpful(pool: asyncpg.Pool, review_id: int, request_id: str) -> int | None:
-    """Count request `request_id`'s helpful vote for the review, once. Returns the review's product when
-    the vote was counted (and notified, atelier_api/changes.py), None when it was counted before.
+async def mark_helpful(pool: asyncpg.Pool, review_id: int, request_id: str) -> int:
+    """Count request `request_id`'s helpful vote for the review, once, and notify every replica
+    (atelier_api/changes.py), a replay too; returns the review's product.
 
     Raises ReviewNotFound (and records nothing) when there is no such review.
     """
     async with pool.acquire() as conn:
-        outcome = await conn.fetchrow(MARK_HELPFUL, review_id, request_id, VOTE_RETENTION)
-        if not outcome["found"]:
+        product_id: int | None = await conn.fetchval(MARK_HELPFUL, review_id, request_id, VOTE_RETENTION)
+        if product_id is None:
             raise ReviewNotFound(review_id)
-        counted_for: int | None = outcome["counted_for"]
-        if counted_for is not None:
-            await changes.notify(pool, conn, counted_for, summary=False)  # a vote moves no summary
-    return counted_for
+        await changes.notify(pool, conn, product_id, summary=False)  # a vote moves no summary
+    return product_id

@@ -427,3 +427,9 @@ async def switch(conn: asyncpg.Connection) -> None:
 
 async def drop(conn: asyncpg.Connection) -> None:
     await conn.execute(DROP_SCHEMA)
+
+
+async def notify_everything(conn: asyncpg.Connection) -> None:
+    """Every API replica empties its response cache once the current transaction commits (atelier-verify
+    --repair; the switch sends the same)."""
+    await conn.execute(NOTIFY_EVERYTHING)

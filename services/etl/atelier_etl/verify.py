@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncpg
 
-from atelier_etl import environment, summaries
+from atelier_etl import environment, staging, summaries
 from atelier_etl.load import LoadError, connect
 
 EXAMPLES = 20  # differences listed per table; all of them are counted
@@ -135,7 +135,9 @@ async def run(database_url: str, repair: bool) -> Verification:
         await conn.execute("SET statement_timeout = 0")
         result = await verify(conn)
         if repair and result.differences:
-            await summaries.rebuild(conn)
+            async with conn.transaction():  # the API's caches drop every answer once the repair commits
+                await summaries.rebuild(conn)
+                await staging.notify_everything(conn)
             result.repaired = True
     finally:
         await conn.close()
