@@ -47,6 +47,7 @@ import signal
 import subprocess
 import sys
 import time
+from array import array
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -87,9 +88,13 @@ class Traffic:
     """The realistic mix (as bench/locustfile.py): Zipf-skewed product ids, ids learnt from answers."""
 
     def __init__(self, products: int, run_id: str, zipf_s: float = 1.1) -> None:
-        head = min(products, 100_000)
-        self.cumulative = list(itertools.accumulate(1.0 / (k**zipf_s) for k in range(1, head + 1)))
-        self.ids = random.Random(7).sample(range(1, products + 1), head)
+        # Rank k of all the products drawn with weight 1/k^s: a few hot products and the long tail of a
+        # real catalogue (until 2026-12-08 only the 100,000 hottest ranks, which left out the 8% of draws
+        # that fall beyond them at full scale, nearly all cache misses). Ranks map to shuffled ids, so the
+        # hot products are spread over the id range. Arrays: 8 bytes a product, not a list's 32-36.
+        self.cumulative = array("d", itertools.accumulate(1.0 / (k**zipf_s) for k in range(1, products + 1)))
+        self.ids = array("q", range(1, products + 1))
+        random.Random(7).shuffle(self.ids)
         self.run_id = run_id
         self.serial = itertools.count(1)
         self.review_ids: deque[int] = deque(maxlen=2000)
@@ -222,12 +227,20 @@ class Stats:
 
 
 async def send(
-    session: aiohttp.ClientSession, base: str, request: Request, stats: Stats, traffic: Traffic, retry: bool
+    session: aiohttp.ClientSession,
+    base: str,
+    request: Request,
+    stats: Stats,
+    traffic: Traffic,
+    retry: bool,
+    due: float | None = None,
 ) -> None:
-    """One logical request: up to TRIES tries when retrying is safe (see the module's docstring)."""
+    """One logical request: up to TRIES tries when retrying is safe (see the module's docstring). `due`:
+    when an open loop meant to send it; its first try's latency counts from then, so a generator running
+    late adds its lateness instead of hiding it (coordinated omission)."""
     tries: list[str] = []
     for attempt in range(TRIES if retry else 1):
-        began = time.monotonic()
+        began = due if due is not None and attempt == 0 else time.monotonic()
         wait = 0.2 * (attempt + 1)
         try:
             async with session.request(

@@ -1,7 +1,7 @@
 """Profile: where the CPU goes while the stack serves the realistic mix. Never in CI; loopback only.
 
-    .venv/bin/python bench/profile.py                                  # 100,000 products, 20 s
-    .venv/bin/python bench/profile.py --products 1000011 --seconds 30  # full scale (loads it first)
+    .venv/bin/python bench/cpu_profile.py                                  # 100,000 products, 20 s
+    .venv/bin/python bench/cpu_profile.py --products 1000011 --seconds 30  # full scale (loads it first)
 
 It starts the same stack as bench/http_bench.py (a fresh load, three `atelier-api` replicas as a
 least-privileged role, nginx from the project's template with its rate limit lifted) and drives it with
@@ -107,7 +107,8 @@ async def drive(
     then the measured --seconds: py-spy (`sample`) and the CPU reading start after the warm-up."""
     traffic = chaos.Traffic(args.products, f"profile{os.getpid()}")
     connector = aiohttp.TCPConnector(limit=args.concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    timeout = aiohttp.ClientTimeout(total=chaos.ATTEMPT_TIMEOUT)  # a request that hangs fails, in 10 s
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         await chaos.ramp(session, base, traffic, [8], 3)  # learn ids, first connections
         if args.warm_seconds:
             print(

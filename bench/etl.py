@@ -4,9 +4,13 @@
     .venv/bin/python bench/etl.py --products 100000     # a smaller one
 
 Baseline: a raw `COPY` of the same four files into unindexed tables (no parsing, no checks, no rejects),
-then the same keys and indexes (services/postgres/02-constraints.sql and 03-indexes.sql). That is the
-least any loader of these files into this schema can do. Measured: the loader's wall time and peak RSS,
-and the ratio loader / baseline (targets: at most 1.3x, at most 300 MB).
+then the same keys and indexes (services/postgres/02-constraints.sql and 03-indexes.sql), one file and
+one statement after another on one connection, as issue 7 defines it. It is not the least any loader
+could do: the loader itself copies on two connections at once, with COPY FREEZE (no hint-bit rewrite on
+the first scan), and builds summaries, checks and indexes on three, which a baseline could do too; so
+the ratio says what the loader's work costs against the plain way, not against a parallel one.
+Measured: the loader's wall time and peak RSS, and the ratio loader / baseline (targets: at most 1.3x, at
+most 300 MB).
 
 PostgreSQL is BENCH_DATABASE_URL or DATABASE_URL (a role that may CREATE DATABASE), else an embedded
 server in $DATA_DIR/bench-pg. Both loads go to fresh databases on the same server; the files are read
@@ -83,11 +87,23 @@ async def baseline(url: str, export: Path) -> dict[str, float]:
     }
 
 
+# A full-scale generate or load takes minutes; one that runs this long is stuck, and is stopped.
+CHILD_DEADLINE = 3600.0  # seconds
+
+
 def timed_child(command: list[str], env: dict[str, str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of one child process."""
+    """Wall seconds and peak RSS (bytes) of one child process, stopped after CHILD_DEADLINE."""
     started = time.monotonic()
     child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(child.pid, 0)
+    while True:
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() - started > CHILD_DEADLINE:
+            child.kill()
+            child.wait()
+            raise SystemExit(f"bench: {' '.join(command)} still ran after {CHILD_DEADLINE:.0f} s; stopped")
+        time.sleep(0.2)
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise SystemExit(f"bench: {' '.join(command)} failed with exit code {child.returncode}")

@@ -15,21 +15,23 @@ import bisect
 import itertools
 import os
 import random
+from array import array
 
 from locust import FastHttpUser, between, task
 
 PRODUCTS = int(os.environ.get("LOCUST_PRODUCTS", "1000"))
 ZIPF_S = float(os.environ.get("LOCUST_ZIPF_S", "1.1"))
-# Cumulative weights of rank k ~ 1/k^s over a bounded head; ranks map to shuffled product ids so the hot
-# products are spread over the id range rather than all being the lowest ids.
-_HEAD = min(PRODUCTS, 100_000)
-_CUMULATIVE = list(itertools.accumulate(1.0 / (k**ZIPF_S) for k in range(1, _HEAD + 1)))
-_IDS = random.Random(7).sample(range(1, PRODUCTS + 1), _HEAD)
+# Cumulative weights of rank k ~ 1/k^s over every product (bench/chaos.py's Traffic draws the same way);
+# ranks map to shuffled product ids so the hot products are spread over the id range rather than all
+# being the lowest ids.
+_CUMULATIVE = array("d", itertools.accumulate(1.0 / (k**ZIPF_S) for k in range(1, PRODUCTS + 1)))
+_IDS = array("q", range(1, PRODUCTS + 1))
+random.Random(7).shuffle(_IDS)
 
 
 def hot_product() -> int:
     rank = bisect.bisect_left(_CUMULATIVE, random.random() * _CUMULATIVE[-1])
-    return _IDS[min(rank, _HEAD - 1)]
+    return _IDS[min(rank, PRODUCTS - 1)]
 
 
 class Shopper(FastHttpUser):

@@ -24,7 +24,7 @@ cost: --kind-requests reads of each kind (GET /reviews, GET /reviews/meta) as hi
 and as misses (products not read before, each once; every answer checked to be one by its X-Cache
 header), in turn; then hits from 1, 4 and CONNECTIONS connections. Through nginx, three replicas share
 two cores with PostgreSQL, nginx and the load generator: each replica gets few requests per wake-up, and
-`bench/profile.py` measures about twice this part's CPU per request for the same mix.
+`bench/cpu_profile.py` measures about twice this part's CPU per request for the same mix.
 
 PostgreSQL is BENCH_DATABASE_URL or DATABASE_URL (a role that may CREATE DATABASE), else an embedded
 server in $DATA_DIR/bench-pg. Results: bench/results/replica.json.
@@ -174,7 +174,8 @@ async def misses_and_wakeups(
 async def measure(args: argparse.Namespace, api: tuple[int, int], bare_app: Any) -> dict[str, Any]:
     (api_port, api_pid), urls = api, mix_urls(args.urls)
     connector = aiohttp.TCPConnector(limit=CONNECTIONS)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    timeout = aiohttp.ClientTimeout(total=chaos.ATTEMPT_TIMEOUT)  # a request that hangs fails, in 10 s
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         api_base = f"http://127.0.0.1:{api_port}"
         bodies: dict[str, str] = {}
         hits = 0
