@@ -231,7 +231,7 @@ async def _open_loop(
         if in_flight:
             await asyncio.wait(set(in_flight), timeout=chaos.ATTEMPT_TIMEOUT + 1)
     finally:
-        stats.outcomes["failed"] += len(in_flight)  # never answered: failures, not left out
+        stats.outcomes["failed"] += sum(not task.done() for task in in_flight)  # never answered
         for task in in_flight:
             task.cancel()
     return stats
@@ -336,6 +336,13 @@ async def ramp_in_processes(
     return step
 
 
+def prepare_generator(products: int) -> None:
+    """In a generator process, before any step: the Zipf tables, then a pause so that every process of the
+    pool gets one such call."""
+    chaos.zipf_tables(products)
+    time.sleep(0.5)
+
+
 def generate_share(
     base: str, products: int, run_id: str, concurrency: int, seconds: float, start_at: float
 ) -> tuple[int, int, list[float], float]:
@@ -395,9 +402,13 @@ async def run(
         ramps: dict[str, list[dict[str, Any]]] = {"static": [], "api": []}
         warm_up: dict[str, Any] | None = None
         with ProcessPoolExecutor(args.generators, mp_context=multiprocessing.get_context("spawn")) as pool:
-            loop = asyncio.get_running_loop()  # every generator process started now, not in a step:
+            loop = asyncio.get_running_loop()  # every generator process started now, not in a step,
+            # each with its Zipf tables built (a second of CPU at full scale, which a step would measure)
             await asyncio.gather(
-                *(loop.run_in_executor(pool, time.sleep, 0.5) for _ in range(args.generators))
+                *(
+                    loop.run_in_executor(pool, prepare_generator, args.products)
+                    for _ in range(args.generators)
+                )
             )
             if args.warm_seconds:
                 warm_up = await warm_caches(session, pool, args, api_base, replica_ports, run_id)
