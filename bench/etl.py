@@ -26,6 +26,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,15 +96,20 @@ def timed_child(command: list[str], env: dict[str, str]) -> tuple[float, int]:
     """Wall seconds and peak RSS (bytes) of one child process, stopped after CHILD_DEADLINE."""
     started = time.monotonic()
     child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
-    while True:
-        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() - started > CHILD_DEADLINE:
-            child.kill()
-            child.wait()
-            raise SystemExit(f"bench: {' '.join(command)} still ran after {CHILD_DEADLINE:.0f} s; stopped")
-        time.sleep(0.2)
+    stopped = threading.Event()
+
+    def stop() -> None:
+        stopped.set()
+        child.kill()
+
+    deadline = threading.Timer(CHILD_DEADLINE, stop)  # the wait below returns at once when the child ends
+    deadline.start()
+    try:
+        _, status, usage = os.wait4(child.pid, 0)
+    finally:
+        deadline.cancel()
+    if stopped.is_set():
+        raise SystemExit(f"bench: {' '.join(command)} still ran after {CHILD_DEADLINE:g} s; stopped")
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise SystemExit(f"bench: {' '.join(command)} failed with exit code {child.returncode}")

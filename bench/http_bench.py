@@ -469,10 +469,10 @@ async def run(
     # The same comparison without the generator: the servers' CPU per request at the two peaks. The
     # generator shares the cores and costs about as much per request on both sides, which pulls the
     # throughput ratio towards 1; this one says what the servers alone cost (no target, for reading).
-    server_us = [
+    static_us, api_us = (
         ((peak or {}).get("cpu") or {}).get("servers_us_per_request") for peak in (static_peak, api_peak)
-    ]
-    servers_ratio = round(server_us[0] / server_us[1], 3) if all(server_us) else None
+    )
+    servers_ratio = round(static_us / api_us, 3) if static_us and api_us else None
     errors = sum(s["errors"] for s in ramps["api"]) + at_70["errors"] + (warm_up or {}).get("errors", 0)
     targets = {
         "ratio_at_least_0.5": ratio is not None and ratio >= 0.5,

@@ -116,6 +116,7 @@ def assert_json_error(answer: Answer, status: int, message: str) -> None:
     assert answer.headers["content-type"] == "application/json"
     assert json.loads(answer.body) == {"error": message, "details": []}
     assert answer.headers["x-content-type-options"] == "nosniff"
+    assert answer.headers["cache-control"] == "no-store"  # as the API's own errors
     assert answer.headers["x-request-id"]
     assert answer.headers["server"] == "nginx"  # server_tokens off: no version
 
@@ -268,6 +269,7 @@ def flood(
             if response.status == 429:
                 assert json.loads(body) == {"error": "too many requests", "details": []}
                 assert response.getheader("X-Content-Type-Options") == "nosniff"
+                assert response.getheader("Cache-Control") == "no-store"
             if response.will_close:
                 connection.close()
                 connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)

@@ -310,10 +310,13 @@ def test_json_failure_says_why_with_the_exit_code(tmp_path, capsys):
     ],
     ids=["bad value", "unknown option", "no database"],
 )
-def test_json_usage_errors_say_why_with_the_exit_code(tmp_path, capsys, monkeypatch, args, named):
+@pytest.mark.parametrize("json_option", ["--json", "--js"])
+def test_json_usage_errors_say_why_with_the_exit_code(
+    tmp_path, capsys, monkeypatch, args, named, json_option
+):
     monkeypatch.delenv("DATABASE_URL", raising=False)
     with pytest.raises(SystemExit) as exited:
-        main(["--data", str(tmp_path), "--json", *args])
+        main(["--data", str(tmp_path), json_option, *args])
     assert exited.value.code == 2
     out, err = capsys.readouterr()
     failure = json.loads(out)

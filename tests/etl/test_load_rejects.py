@@ -6,6 +6,7 @@ import asyncpg
 import pytest
 
 from atelier_etl.load import load
+from atelier_etl.rejects import RejectsReport
 from atelier_etl.rows import MAX_FIELD_CHARS
 from tests.etl.loadfiles import (
     SAMPLE_CHARACTERISTIC_REVIEWS,
@@ -210,13 +211,14 @@ async def test_a_runaway_quote_is_rejected_and_reading_resumes(db_url, tmp_path)
 LONG = "x" * (MAX_FIELD_CHARS + 1)
 
 
+@pytest.mark.parametrize("eol", ["\n", "\r\n"], ids=["lf", "crlf"])
 @pytest.mark.parametrize("url", [LONG, f'"{LONG}"'], ids=["bare", "quoted"])
-async def test_a_field_over_the_limit_is_rejected_even_on_one_plain_line(db_url, tmp_path, url):
+async def test_a_field_over_the_limit_is_rejected_even_on_one_plain_line(db_url, tmp_path, url, eol):
     """A one-line record the fast path would pass, but that the csv readers (which read the file again for
     set-level rejects) refuse: rejected as malformed, never loaded, so finding its reference broken (review
     77 does not exist) cannot stop the load."""
     photos = [*SAMPLE_PHOTOS, f"40,77,{url}", "41,1,https://x/41.jpg"]
-    data = write_export(tmp_path, photos=photos)
+    data = write_export(tmp_path, photos=photos, eol=eol)
     summary = await load(db_url, data)
 
     [reject] = read_rejects(summary.rejects_path)
@@ -287,3 +289,24 @@ async def test_every_kind_at_once_is_counted(db_url, tmp_path):
     rejects = read_rejects(summary.rejects_path)
     assert len(rejects) == summary.rejected == 32
     assert_every_row_accounted_for(summary)
+
+
+def test_a_second_report_on_the_same_path_leaves_the_first_ones_files(tmp_path):
+    """A second atelier-load given the same rejects path opens its report before it finds the database
+    locked, then gives up: it must neither truncate nor remove the running load's partial files (its
+    commit, after the switch, then failed on a file that was gone)."""
+    path = tmp_path / "rejects.csv"
+    files = ["reviews.csv", "reviews_photos.csv"]
+    running = RejectsReport(path, files)
+    running.add("reviews.csv", 2, "bad_date", "a reason", "1,2,3")
+    running.add("reviews_photos.csv", 3, "missing_review", "another", "4,5,6")
+    second = RejectsReport(path, files)
+    second.add("reviews.csv", 9, "bad_date", "not this one", "7,8,9")
+    second.discard()
+
+    running.commit()
+    assert [(row["line"], row["reason"]) for row in read_rejects(path)] == [
+        ("2", "a reason"),
+        ("3", "another"),
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rejects.csv"]

@@ -126,7 +126,9 @@ class CacheCollector(Collector):
         )
         yield GaugeMetricFamily("atelier_cache_entries", "Answers in the response cache.", value=len(cache))
         yield GaugeMetricFamily(
-            "atelier_cache_bytes", "Bytes the response cache holds.", value=cache.size_bytes
+            "atelier_cache_bytes",
+            "Bytes the response cache takes, bookkeeping included (as CACHE_MAX_BYTES counts).",
+            value=cache.size_bytes,
         )
         yield GaugeMetricFamily(
             "atelier_cache_listening",

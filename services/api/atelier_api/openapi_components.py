@@ -344,7 +344,8 @@ HEADERS = {
     },
     "Cache-Control": {
         "description": "How long a client may reuse the answer: `public, max-age=N` (HTTP_CACHE_MAX_AGE) for "
-        "reviews and summaries, `no-cache` (revalidate each time) for the rest.",
+        "reviews and summaries, `no-cache` (revalidate each time) for the rest. Error answers (4xx, 5xx) "
+        "say `no-store`.",
         "required": True,
         "schema": {"type": "string"},
     },

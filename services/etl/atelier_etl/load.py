@@ -383,7 +383,8 @@ def _seconds(text: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     arguments = sys.argv[1:] if argv is None else list(argv)
-    parser.json_requested = "--json" in arguments
+    # --json, or an abbreviation of it that argparse takes (--j, --js, --jso: no other option starts so)
+    parser.json_requested = any(len(arg) > 2 and "--json".startswith(arg) for arg in arguments)
     args = parser.parse_args(arguments)
     database_url, refused = environment.database_url(parser, args.database_url)
     if refused:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import os
+import secrets
 import shutil
 from collections import Counter
 from collections.abc import Sequence
@@ -63,7 +64,9 @@ class RejectsReport:
 
     def __init__(self, path: Path, files: Sequence[str] = ()) -> None:
         self.path = path
-        self.partial_path = path.with_name(path.name + ".partial")
+        # Named for this report alone: a second atelier-load given the same path (which then finds the
+        # database locked and gives up) must not truncate, nor remove, the running load's partial files.
+        self.partial_path = path.with_name(f"{path.name}.partial-{secrets.token_hex(4)}")
         self._files = list(files)
         self._counts: Counter[tuple[str, str]] = Counter()
         self._file = open(self.partial_path, "w", encoding="utf-8", newline="")
@@ -72,7 +75,7 @@ class RejectsReport:
         self._parts: dict[str, tuple[TextIO, Any]] = {}
 
     def _part_path(self, file: str) -> Path:
-        return self.path.with_name(f"{self.path.name}.partial.{self._files.index(file)}")
+        return self.partial_path.with_name(f"{self.partial_path.name}.{self._files.index(file)}")
 
     def _writer_of(self, file: str) -> Any:
         if file not in self._files:
