@@ -495,6 +495,31 @@ async def test_writes_that_commit_while_a_notification_is_sent_share_the_next_on
     assert changes._waiting == {}  # nothing kept once nobody is sending
 
 
+async def test_a_notification_whose_write_lost_its_connection_is_sent_on_another(database_url) -> None:
+    """The write committed, then its own connection broke (its link, not the database): the other
+    replicas' listeners still hear of it, by a second try on another of the pool's connections."""
+    listener, heard = await _listening(database_url)
+    async with asyncpg.create_pool(database_url, min_size=2, max_size=2) as pool:
+        broken = await pool.acquire()
+        try:
+            await _terminate_from_elsewhere(database_url, broken.get_server_pid())
+            async with asyncio.timeout(NOTIFICATION_WAIT):
+                await changes.notify(pool, broken, 9101)
+            [(_, payload)] = await _ids_heard(heard, {"9101"})
+        finally:
+            await pool.release(broken)
+    await listener.close()
+    assert payload == "9101"
+
+
+async def _terminate_from_elsewhere(url: str, backend_pid: int) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.fetchval("SELECT pg_terminate_backend($1)", backend_pid)
+    finally:
+        await conn.close()
+
+
 async def test_ids_waiting_on_a_cancelled_sender_are_sent_by_a_write_that_waited(
     database_url: str, proxy: DatabaseProxy
 ) -> None:

@@ -23,9 +23,10 @@ visible by then, so a replica that drops its entries on the notification and the
 new data. The payload is a list of product ids joined by `,`; `*` (the loader's switch to new data,
 which notifies inside its own transaction) means everything, and `<product id>:reviews` (a helpful vote)
 means the product's pages of reviews but not its summary. Should the notification fail after the write
-committed (the database gone in between), the write still answers 201: the replicas' listeners have
-lost that database too and empty their caches when they reconnect; otherwise the cache's TTL bounds the
-staleness.
+committed, it is sent once more on another of the pool's connections (the write's own link may be what
+broke); should that fail too (the database gone in between), the write still answers 201: the replicas'
+listeners have lost that database too and empty their caches when they reconnect; otherwise the cache's
+TTL bounds the staleness.
 
 Each replica keeps one connection of its own LISTENing (`listen_for_changes`, in the app's cleanup
 context). Losing it makes the cache stop filling and empties it, and it reconnects with a backoff; a
@@ -68,6 +69,8 @@ SEPARATOR = ","
 # Ids per notification: at most 256 x 19 bytes ("2147483647:reviews,"), under PostgreSQL's 8,000-byte
 # payload limit.
 MAX_IDS_PER_NOTIFICATION = 256
+# Seconds for the second try of a notification whose write's connection failed (an acquire and a NOTIFY).
+NOTIFY_RETRY_TIMEOUT = 2.0
 
 
 @dataclass
@@ -97,19 +100,20 @@ async def notify(pool: asyncpg.Pool, conn: asyncpg.Connection, product_id: int, 
     waiting.ids.append((item, sent))
     while not sent.done():
         if waiting.sender is None:  # nobody is sending: send what waits, this id among it
-            await _send_next(key, waiting, conn)
+            await _send_next(pool, waiting, conn)
         else:  # sent with the next notification, or by this write once the sender is done
             await asyncio.wait((sent, waiting.sender), return_when=asyncio.FIRST_COMPLETED)
 
 
-async def _send_next(key: int, waiting: _Waiting, conn: asyncpg.Connection) -> None:
+async def _send_next(pool: asyncpg.Pool, waiting: _Waiting, conn: asyncpg.Connection) -> None:
     """Send one notification for the ids that wait longest, then hand over: a write that waits for the
     next one sends it, so no write keeps sending for others while they keep coming."""
+    key = id(pool)
     waiting.sender = asyncio.get_running_loop().create_future()
     taken = waiting.ids[:MAX_IDS_PER_NOTIFICATION]
     del waiting.ids[:MAX_IDS_PER_NOTIFICATION]
     try:
-        await _send(conn, SEPARATOR.join(dict.fromkeys(item for item, _ in taken)))
+        await _send(pool, conn, SEPARATOR.join(dict.fromkeys(item for item, _ in taken)))
     except BaseException:  # cancelled while sending them: a waiting write sends them again
         waiting.ids[:0] = taken
         raise
@@ -123,14 +127,26 @@ async def _send_next(key: int, waiting: _Waiting, conn: asyncpg.Connection) -> N
             sent.set_result(None)
 
 
-async def _send(conn: asyncpg.Connection, payload: str) -> None:
+async def _send(pool: asyncpg.Pool, conn: asyncpg.Connection, payload: str) -> None:
+    statement = NOTIFY_COMMITTED.format(payload=payload)
     try:
-        await conn.execute(NOTIFY_COMMITTED.format(payload=payload))
+        await conn.execute(statement)
+        return
+    except (*DATABASE_UNAVAILABLE, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        first = error
+    # The write's own connection may be what failed (its link broke after the commit), while the database
+    # and the other replicas' listeners are fine, and would hear nothing: once more on another of the pool's
+    # connections, bounded, so that a write answers soon whatever happens here.
+    try:
+        async with asyncio.timeout(NOTIFY_RETRY_TIMEOUT), pool.acquire() as other:
+            await other.execute(statement)
+        log.info("notified the change of products %s on a second connection (the first: %r)", payload, first)
     except (*DATABASE_UNAVAILABLE, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
         log.warning(
-            "could not notify the change of products %s (%r); the other replicas' caches catch up when "
-            "their listeners reconnect, or after CACHE_TTL",
+            "could not notify the change of products %s (%r, then %r); the other replicas' caches catch "
+            "up when their listeners reconnect, or after CACHE_TTL",
             payload,
+            first,
             error,
         )
 
