@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import asyncpg
 import pytest
 
@@ -310,3 +312,23 @@ def test_a_second_report_on_the_same_path_leaves_the_first_ones_files(tmp_path):
         ("3", "another"),
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rejects.csv"]
+
+
+async def test_a_file_whose_records_all_come_twice_is_deduplicated_in_bounded_memory(db_url, tmp_path):
+    """Every record twice (an export appended to itself): the first copies stream back to COPY a chunk
+    at a time; they were all held at once, and joined, so the loader's memory grew by twice the file."""
+    body = '"' + "b" * 2000 + '"'
+    reviews = [review(id=i, product_id=i % 500 + 1, body=body) for i in range(1, 10_001)]
+    data = write_export(tmp_path, reviews=reviews + reviews, photos=[], characteristic_reviews=[])
+    tracemalloc.start()
+    try:
+        summary = await load(db_url, data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert (summary["reviews.csv"].loaded, summary["reviews.csv"].rejected_by_kind) == (
+        10_000,
+        {"duplicate_id": 10_000},
+    )
+    assert peak < (data / "reviews.csv").stat().st_size / 3

@@ -8,13 +8,13 @@ so a record rows.py rejected is never mistaken for a loaded one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 
 from atelier_etl import rejects, staging
-from atelier_etl.copystream import encode_row, final_columns, text_columns
+from atelier_etl.copystream import CHUNK, encode_row, final_columns, text_columns
 from atelier_etl.csvsource import CsvFile
 from atelier_etl.rejects import RejectsReport
 from atelier_etl.rows import ExportFile, RowRejected, digits
@@ -39,25 +39,41 @@ def _loaded_rows(
 async def keep_first_copies(
     conn: asyncpg.Connection, export_file: ExportFile, path: Path, report: RejectsReport, eol: bytes
 ) -> int:
-    """Reject every copy of a duplicated id but its first (by line); returns the rows removed."""
+    """Reject every copy of a duplicated id but its first (by line); returns the rows removed.
+
+    Every copy is deleted, then the first ones are copied in again as the file is read: they stream to
+    COPY a chunk at a time, never all held at once (a file whose records all come twice would hold the
+    whole file)."""
     copies = await staging.duplicate_ids(conn, export_file)
     if not copies:
         return 0
-    first_lines: dict[int, int] = {}
-    kept: list[bytes] = []
-    for line, row, raw in _loaded_rows(path, export_file, copies):
-        id = row[1]
-        if id not in first_lines:
-            first_lines[id] = line
-            kept.append(encode_row(export_file, row, eol, final=True))
-        else:
-            reason = f"duplicate id {id} (first at line {first_lines[id]})"
-            report.add(export_file.name, line, rejects.DUPLICATE_ID, reason, raw)
+    rows, ids = sum(copies.values()), len(copies)
     deleted = await staging.delete_ids(conn, export_file, list(copies))
+    # One dict for both: an id's count of copies until its first copy is read, then minus that line.
+    seen = copies
+
+    async def first_copies() -> AsyncIterator[bytes]:
+        pending: list[bytes] = []
+        size = 0
+        for line, row, raw in _loaded_rows(path, export_file, seen):
+            id = row[1]
+            if seen[id] > 0:
+                seen[id] = -line
+                pending.append(encode_row(export_file, row, eol, final=True))
+                size += len(pending[-1])
+                if size >= CHUNK:
+                    yield b"".join(pending)
+                    pending, size = [], 0
+            else:
+                reason = f"duplicate id {id} (first at line {-seen[id]})"
+                report.add(export_file.name, line, rejects.DUPLICATE_ID, reason, raw)
+        if pending:
+            yield b"".join(pending)
+
     inserted = await staging.copy_rows(
-        conn, export_file, final_columns(export_file), text_columns(export_file), b"".join(kept)
+        conn, export_file, final_columns(export_file), text_columns(export_file), first_copies()
     )
-    if deleted != sum(copies.values()) or inserted != len(copies):
+    if deleted != rows or inserted != ids:
         raise LoadError(f"{export_file.name} changed during the load (duplicated ids moved)")
     return deleted - inserted
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, Callable
 from typing import Any
 
 import asyncpg
@@ -263,17 +263,13 @@ async def copy_rows(
     export_file: ExportFile,
     columns: list[str],
     text_columns: list[str],
-    data: bytes,
+    data: AsyncIterable[bytes],
 ) -> int:
-    """COPY a few more records (re-inserted first copies of duplicated ids) into a filled table."""
+    """COPY more records (re-inserted first copies of duplicated ids) into a filled table."""
     status = await conn.copy_to_table(
-        export_file.table, source=_once(data), columns=columns, schema_name=SCHEMA, **_csv(text_columns)
+        export_file.table, source=data, columns=columns, schema_name=SCHEMA, **_csv(text_columns)
     )
     return _row_count(status)
-
-
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data
 
 
 async def name_tables(conn: asyncpg.Connection) -> None:
