@@ -35,6 +35,7 @@ def test_every_setting_is_read() -> None:
             "DB_POOL_MIN_SIZE": "0",
             "DB_POOL_MAX_SIZE": "20",
             "DB_COMMAND_TIMEOUT": "2.5",
+            "DB_ACQUIRE_TIMEOUT": "0.5",
             "REVIEWS_MAX_COUNT": "100",
             "MAX_BODY_BYTES": "2048",
             "LOG_LEVEL": "debug",
@@ -42,7 +43,9 @@ def test_every_setting_is_read() -> None:
         }
     )
 
-    assert config == Config("postgres://u@h/db", "0.0.0.0", 9000, 0, 20, 2.5, 100, 2048, "DEBUG", "api-7")
+    assert config == Config(
+        "postgres://u@h/db", "0.0.0.0", 9000, 0, 20, 2.5, 100, 2048, "DEBUG", "api-7", db_acquire_timeout=0.5
+    )
 
 
 def test_blank_values_take_the_default() -> None:

@@ -8,6 +8,8 @@ server the other tests use.
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
 from aiohttp import web
@@ -87,3 +89,35 @@ async def test_the_command_refuses_bad_settings() -> None:
     code, stderr = await run_api_command(DATABASE_URL="postgresql://u@h/db", API_PORT="eighty")
     assert code == 1
     assert b"API_PORT='eighty' is invalid" in stderr
+
+
+WAITING_API_BACKEND = """
+    SELECT pid FROM pg_stat_activity
+    WHERE application_name = 'atelier-api' AND wait_event_type = 'Lock' AND datname = current_database()
+"""
+
+
+async def test_a_report_whose_connection_is_lost_inside_its_transaction_is_503(
+    db: asyncpg.Connection, database_url: str, client
+) -> None:
+    """The connection breaks while the report's transaction is open (here: its backend is ended while it
+    waits for the review's row lock). asyncpg then raises InterfaceError ("the underlying connection is
+    closed") on leaving the transaction, which once answered 500, logged as a bug, and was not retried
+    by nginx; it is the database lost, like any other: 503."""
+    review_id = await factories.review(db, 1)
+    holder = await asyncpg.connect(database_url)
+    try:
+        async with holder.transaction():
+            await holder.execute("SELECT FROM reviews WHERE id = $1 FOR UPDATE", review_id)
+            reporting = asyncio.create_task(client.put(f"/reviews/{review_id}/report"))
+            async with asyncio.timeout(10):
+                while (waiting := await db.fetchval(WAITING_API_BACKEND)) is None:
+                    await asyncio.sleep(0.01)
+            await db.execute("SELECT pg_terminate_backend($1)", waiting)
+            async with asyncio.timeout(10):
+                response = await reporting
+    finally:
+        await holder.close()
+    assert (response.status, response.headers["Retry-After"]) == (503, "1")
+    assert (await response.json())["error"] == "database unavailable"
+    assert await db.fetchval("SELECT reported FROM reviews WHERE id = $1", review_id) is False

@@ -12,8 +12,11 @@ import asyncpg
 import pytest
 
 from atelier_api import pool
+from atelier_api.app import create_app
+from atelier_api.config import Config
 from atelier_api.keys import POOL_KEY
 from tests.api import factories
+from tests.api.conftest import NOW
 from tests.api.outages import DatabaseProxy, closed_port
 
 SESSION_STATE = """
@@ -60,17 +63,39 @@ async def test_every_request_leaves_its_connection_clean(db: asyncpg.Connection,
             await pool.release(conn)
 
 
-async def test_every_connection_runs_without_jit(client) -> None:
+async def test_every_connection_runs_without_jit_and_ends_an_abandoned_transaction(client) -> None:
     """Whatever the server's default: JIT compilation only slows the API's sub-millisecond statements
-    (by tens of milliseconds when the planner misjudges a table)."""
+    (by tens of milliseconds when the planner misjudges a table). And a transaction a replica leaves open
+    (frozen or cut off mid-report, its row locks held) is ended by the server, not by TCP hours later."""
     pool = client.app[POOL_KEY]
     connections = [await pool.acquire() for _ in range(pool.get_size())]
     try:
         for conn in connections:
             assert await conn.fetchval("SHOW jit") == "off"
+            assert await conn.fetchval("SHOW idle_in_transaction_session_timeout") == "10s"
     finally:
         for conn in connections:
             await pool.release(conn)
+
+
+async def test_a_request_that_finds_every_connection_held_fails_fast_with_503(
+    db: asyncpg.Connection, database_url: str, aiohttp_client
+) -> None:
+    """A slow database holds every pooled connection for up to DB_COMMAND_TIMEOUT: the other requests
+    wait DB_ACQUIRE_TIMEOUT for one, then answer 503 with Retry-After, instead of queueing without end."""
+    config = Config(database_url=database_url, db_pool_min_size=2, db_pool_max_size=2, db_acquire_timeout=0.3)
+    client = await aiohttp_client(create_app(config, clock=lambda: NOW))
+    pool = client.app[POOL_KEY]
+    held = [await pool.acquire(timeout=5) for _ in range(2)]
+    try:
+        async with asyncio.timeout(10):  # it once waited for a connection for as long as they were held
+            response = await client.get("/reviews?product_id=1")
+        assert (response.status, response.headers["Retry-After"]) == (503, "1")
+        assert (await response.json())["error"] == "database unavailable"
+    finally:
+        for conn in held:
+            await pool.release(conn)
+    assert (await client.get("/reviews?product_id=1")).status == 200  # served again once one is free
 
 
 class SilentFirst(DatabaseProxy):

@@ -131,6 +131,9 @@ def test_nginx_renders_its_trusted_proxies_from_the_setting(compose):
         "real_ip_header X-Forwarded-For; real_ip_recursive on; "
         "set_real_ip_from 192.0.2.0/24; set_real_ip_from 198.51.100.0/24;"
     ) in config
+    # The main configuration allows as many connections as the local stack's (the image's 1,024 did not).
+    main, _, _ = compose.exec_in_container(["cat", "/etc/nginx/nginx.conf"], service_name="nginx")
+    assert "worker_connections 4096;" in main
 
 
 def wait_until_locust_reaches_nginx(compose, seconds: float = 30) -> None:

@@ -62,6 +62,7 @@ async def database_pool(app: web.Application) -> AsyncIterator[None]:
         pool = await InstrumentedPool(
             config.database_url,
             acquire_wait=app[METRICS_KEY].pool_acquire_wait,
+            acquire_timeout=config.db_acquire_timeout,
             min_size=config.db_pool_min_size,
             max_size=config.db_pool_max_size,
             command_timeout=config.db_command_timeout,
@@ -69,7 +70,14 @@ async def database_pool(app: web.Application) -> AsyncIterator[None]:
             # jit off: every statement is a sub-millisecond index read or write, which JIT compilation
             # (on by default since PostgreSQL 12) could only slow down, by tens of milliseconds when
             # the planner misjudges a table (atelier.conf sets it too, for the compose server).
-            server_settings={"application_name": "atelier-api", "jit": "off"},
+            # idle_in_transaction_session_timeout: a replica frozen or cut off in the middle of a
+            # transaction (a report holds its review's and product's row locks) is ended by the server
+            # within 10 s, not when TCP gives up (hours), which kept every write of that product waiting.
+            server_settings={
+                "application_name": "atelier-api",
+                "jit": "off",
+                "idle_in_transaction_session_timeout": "10000",
+            },
         )
     except DATABASE_UNAVAILABLE as error:
         where = _database_location(config.database_url)

@@ -49,6 +49,7 @@ class Config:
     cache_max_bytes: int = 80 * 2**20  # the response cache's budget per replica; 0 turns it off
     cache_ttl: float = 300.0  # seconds an answer may be cached at most (a backstop: writes invalidate)
     http_cache_max_age: int = 5  # seconds clients may reuse a GET answer (Cache-Control max-age)
+    db_acquire_timeout: float = 2.0  # seconds a request waits for a pooled connection before its 503
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -61,6 +62,7 @@ class Config:
             db_pool_min_size=env.get("DB_POOL_MIN_SIZE", 4, _bounded_int(0, 1000)),
             db_pool_max_size=env.get("DB_POOL_MAX_SIZE", 10, _bounded_int(1, 1000)),
             db_command_timeout=env.get("DB_COMMAND_TIMEOUT", 5.0, _positive_seconds),
+            db_acquire_timeout=env.get("DB_ACQUIRE_TIMEOUT", 2.0, _positive_seconds),
             shutdown_timeout=env.get("SHUTDOWN_TIMEOUT", 8.0, _positive_seconds),
             reviews_max_count=env.get("REVIEWS_MAX_COUNT", 1_000_000, _bounded_int(1, INT32_MAX)),
             max_body_bytes=env.get("MAX_BODY_BYTES", 65536, _bounded_int(1024, MAX_BODY_BYTES_LIMIT)),

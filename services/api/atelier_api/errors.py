@@ -130,7 +130,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         message = _HTTP_ERROR_MESSAGES.get(error.status, error.reason.lower())
         headers = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else {}
         return json_error(error.status, message, headers=headers)
-    except DATABASE_UNAVAILABLE as error:
+    except Exception as error:
+        if not lost_the_database(error):
+            # Logged here, once, with the traceback and the request id the client sees in X-Request-Id;
+            # the client gets nothing of the failure.
+            log.exception(
+                "unexpected error: %s %s",
+                request.method,
+                request.path,
+                extra={"request_id": request_id(request)},
+            )
+            return json_error(500, "internal server error")
         log.warning(
             "database unavailable: %s %s: %r",
             request.method,
@@ -139,10 +149,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             extra={"request_id": request_id(request)},
         )
         return json_error(503, "database unavailable", headers={"Retry-After": "1"})
-    except Exception:
-        # Logged here, once, with the traceback and the request id the client sees in X-Request-Id;
-        # the client gets nothing of the failure.
-        log.exception(
-            "unexpected error: %s %s", request.method, request.path, extra={"request_id": request_id(request)}
-        )
-        return json_error(500, "internal server error")
+
+
+def lost_the_database(error: BaseException) -> bool:
+    """Whether the request failed because the database was lost or out of reach: one of
+    DATABASE_UNAVAILABLE, or asyncpg's InterfaceError raised while leaving a transaction whose connection
+    such an error broke (asyncpg then says "the underlying connection is closed" instead)."""
+    if isinstance(error, DATABASE_UNAVAILABLE):
+        return True
+    return isinstance(error, asyncpg.InterfaceError) and isinstance(error.__context__, DATABASE_UNAVAILABLE)

@@ -17,10 +17,14 @@ from prometheus_client.registry import Collector
 
 from atelier_api.cache import ResponseCache
 
-# A request takes about a millisecond; the buckets resolve that and still show a slow tail.
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-# An idle connection is handed out in microseconds; waiting for one means the pool is too small.
-ACQUIRE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+# A request takes about a millisecond; the buckets resolve that and still show a slow tail, up to what an
+# incident takes (DB_COMMAND_TIMEOUT 5 s, with its cancellation 10, nginx's proxy_read_timeout 30).
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# An idle connection is handed out in microseconds; waiting for one means the pool is too small (or the
+# database slow: DB_ACQUIRE_TIMEOUT, 2 s by default, ends the wait).
+ACQUIRE_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0
+)  # fmt: skip
 
 
 class Metrics:

@@ -28,10 +28,17 @@ MAX_RETRY_PAUSE = 0.5
 
 
 class InstrumentedPool(asyncpg.Pool):
-    __slots__ = ("_acquire_wait",)
+    __slots__ = ("_acquire_timeout", "_acquire_wait")
 
     def __init__(
-        self, dsn: str, *, acquire_wait: Histogram, min_size: int, max_size: int, **connect_kwargs: Any
+        self,
+        dsn: str,
+        *,
+        acquire_wait: Histogram,
+        acquire_timeout: float | None,
+        min_size: int,
+        max_size: int,
+        **connect_kwargs: Any,
     ) -> None:
         # asyncpg.create_pool's defaults, spelled out: create_pool always builds a plain Pool.
         super().__init__(
@@ -48,9 +55,15 @@ class InstrumentedPool(asyncpg.Pool):
             **connect_kwargs,
         )
         self._acquire_wait = acquire_wait
+        self._acquire_timeout = acquire_timeout
 
     def acquire(self, *, timeout: float | None = None) -> TimedAcquire:
-        return TimedAcquire(super().acquire(timeout=timeout), self._acquire_wait)
+        """A connection, waited for at most `timeout` (default: the pool's acquire timeout, which every
+        pool.fetch and friends get too). When the database is slow rather than down, every connection is
+        held for up to DB_COMMAND_TIMEOUT: requests then fail fast with 503 (a TimeoutError) instead of
+        queueing without end."""
+        wait = self._acquire_timeout if timeout is None else timeout
+        return TimedAcquire(super().acquire(timeout=wait), self._acquire_wait)
 
 
 async def connect_retrying(*args: Any, timeout: float = 60.0, **kwargs: Any) -> asyncpg.Connection:
