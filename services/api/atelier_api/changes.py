@@ -71,6 +71,14 @@ SEPARATOR = ","
 MAX_IDS_PER_NOTIFICATION = 256
 # Seconds for the second try of a notification whose write's connection failed (an acquire and a NOTIFY).
 NOTIFY_RETRY_TIMEOUT = 2.0
+# What sending a notification may raise for the database: a connection lost or ended by the server can
+# also leave asyncpg's protocol mid-operation (InternalClientError "cannot switch to state ...").
+NOTIFY_FAILURES = (
+    *DATABASE_UNAVAILABLE,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 
 
 @dataclass
@@ -132,7 +140,7 @@ async def _send(pool: asyncpg.Pool, conn: asyncpg.Connection, payload: str) -> N
     try:
         await conn.execute(statement)
         return
-    except (*DATABASE_UNAVAILABLE, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+    except NOTIFY_FAILURES as error:
         first = error
     # The write's own connection may be what failed (its link broke after the commit), while the database
     # and the other replicas' listeners are fine, and would hear nothing: once more on another of the pool's
@@ -141,7 +149,7 @@ async def _send(pool: asyncpg.Pool, conn: asyncpg.Connection, payload: str) -> N
         async with asyncio.timeout(NOTIFY_RETRY_TIMEOUT), pool.acquire() as other:
             await other.execute(statement)
         log.info("notified the change of products %s on a second connection (the first: %r)", payload, first)
-    except (*DATABASE_UNAVAILABLE, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+    except NOTIFY_FAILURES as error:
         log.warning(
             "could not notify the change of products %s (%r, then %r); the other replicas' caches catch "
             "up when their listeners reconnect, or after CACHE_TTL",

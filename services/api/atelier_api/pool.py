@@ -63,7 +63,7 @@ class InstrumentedPool(asyncpg.Pool):
         held for up to DB_COMMAND_TIMEOUT: requests then fail fast with 503 (a TimeoutError) instead of
         queueing without end."""
         wait = self._acquire_timeout if timeout is None else timeout
-        return TimedAcquire(super().acquire(timeout=wait), self._acquire_wait)
+        return TimedAcquire(super().acquire(), self._acquire_wait, wait)
 
 
 async def connect_retrying(*args: Any, timeout: float = 60.0, **kwargs: Any) -> asyncpg.Connection:
@@ -107,18 +107,23 @@ async def keep_session(conn: asyncpg.Connection) -> None:
 
 
 class TimedAcquire:
-    """asyncpg's acquire context (`async with pool.acquire()` or `await pool.acquire()`), timed."""
+    """asyncpg's acquire context (`async with pool.acquire()` or `await pool.acquire()`), timed, and
+    given up after `timeout` seconds (TimeoutError). The timeout is asyncio.timeout's, not asyncpg's own
+    acquire(timeout=...), which runs every acquire in a task of its own (asyncio.wait_for): a cost on each
+    cache miss and write. asyncpg puts the connection back when its acquire is cancelled."""
 
-    __slots__ = ("_context", "_wait")
+    __slots__ = ("_context", "_timeout", "_wait")
 
-    def __init__(self, context: Any, wait: Histogram) -> None:
+    def __init__(self, context: Any, wait: Histogram, timeout: float | None) -> None:
         self._context = context
         self._wait = wait
+        self._timeout = timeout
 
     async def __aenter__(self) -> asyncpg.Connection:
         start = time.perf_counter()
         try:
-            return await self._context.__aenter__()
+            async with asyncio.timeout(self._timeout):
+                return await self._context.__aenter__()
         finally:  # a wait that ended in a timeout counts too
             self._wait.observe(time.perf_counter() - start)
 
@@ -133,6 +138,7 @@ class TimedAcquire:
     async def _timed(self) -> asyncpg.Connection:
         start = time.perf_counter()
         try:
-            return await self._context
+            async with asyncio.timeout(self._timeout):
+                return await self._context
         finally:
             self._wait.observe(time.perf_counter() - start)
