@@ -85,6 +85,25 @@ async def test_the_command_exits_with_a_clear_message_without_a_database() -> No
     assert b"atelier-api: cannot connect to the database at 127.0.0.1:" in stderr
 
 
+@pytest.mark.parametrize(
+    ("where", "named"),
+    [
+        ("127.0.0.1:5432/atelier_no_such_database", "InvalidCatalogNameError"),  # the server says no
+        ("127.0.0.1:99999/atelier", "127.0.0.1:99999/atelier"),  # a port that is not one
+    ],
+    ids=["unknown database", "bad port"],
+)
+async def test_the_command_exits_with_one_line_when_the_database_says_no(where: str, named: str) -> None:
+    """A database that answers no, or a URL whose port is not one, stops the start with one line naming
+    where (it was a traceback)."""
+    code, stderr = await run_api_command(DATABASE_URL=f"postgresql://postgres:hunter2@{where}")
+    assert code == 1
+    last_line = stderr.strip().splitlines()[-1]
+    assert last_line.startswith(b"atelier-api: cannot connect to the database at "), stderr
+    assert named.encode() in last_line
+    assert b"Traceback" not in stderr and b"hunter2" not in stderr
+
+
 async def test_the_command_refuses_bad_settings() -> None:
     code, stderr = await run_api_command(DATABASE_URL="postgresql://u@h/db", API_PORT="eighty")
     assert code == 1

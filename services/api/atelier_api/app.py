@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
+import asyncpg
 from aiohttp import web
 
 from atelier_api.cache import ResponseCache
@@ -79,7 +80,9 @@ async def database_pool(app: web.Application) -> AsyncIterator[None]:
                 "idle_in_transaction_session_timeout": "10000",
             },
         )
-    except DATABASE_UNAVAILABLE as error:
+    except (*DATABASE_UNAVAILABLE, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as error:
+        # Out of reach, or it answered no (a wrong password, an unknown database), or the URL names a
+        # port that is not one: one line naming where, not a traceback.
         where = _database_location(config.database_url)
         log.error("cannot connect to the database at %s: %r", where, error)
         raise DatabaseUnreachable(f"cannot connect to the database at {where}: {error!r}") from error
@@ -93,4 +96,7 @@ async def database_pool(app: web.Application) -> AsyncIterator[None]:
 def _database_location(url: str) -> str:
     """host:port/dbname of a database URL: enough to tell where, without the password."""
     parts = urlsplit(url)
-    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
+    try:
+        return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
+    except ValueError:  # a port that is not one, or several hosts (h1:5432,h2:5433): as written
+        return f"{parts.netloc.rpartition('@')[2]}{parts.path}"
