@@ -15,8 +15,10 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpClient
 
+from atelier_api import app as app_module
 from atelier_api.app import DatabaseUnreachable, create_app
 from atelier_api.config import Config
+from atelier_api.keys import POOL_KEY
 from tests.api import factories
 from tests.api.outages import DatabaseProxy, closed_port, run_api_command
 
@@ -75,6 +77,21 @@ async def test_startup_fails_clearly_without_a_database(caplog: pytest.LogCaptur
     await runner.cleanup()
     assert f"cannot connect to the database at 127.0.0.1:{port}/atelier" in caplog.text
     assert "hunter2" not in caplog.text
+
+
+async def test_the_drain_ends_even_with_a_connection_never_released(
+    config: Config, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """asyncpg's pool.close() waits for every connection to come back, without end: a connection still
+    held (a request stuck past its cancellation, a leak) once held the drain until the process was
+    killed. The pool gets POOL_CLOSE_TIMEOUT, then its connections are cut."""
+    monkeypatch.setattr(app_module, "POOL_CLOSE_TIMEOUT", 0.2, raising=False)
+    runner = web.AppRunner(create_app(config))
+    await runner.setup()
+    await runner.app[POOL_KEY].acquire()  # never released
+    async with asyncio.timeout(10):  # it once waited for that connection for good
+        await runner.cleanup()
+    assert "the database pool did not close within 0.2 s" in caplog.text
 
 
 async def test_the_command_exits_with_a_clear_message_without_a_database() -> None:

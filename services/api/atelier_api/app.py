@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -22,6 +23,11 @@ from atelier_api.pool import InstrumentedPool
 from atelier_api.routes import routes
 
 log = logging.getLogger(__name__)
+
+# Seconds the drain's last step gives the pool to close: asyncpg's close() waits for every connection to be
+# released, without end (a request stuck past its cancellation, a leaked connection), and the process
+# would then outlive its stop grace period and be killed. After it, the connections are cut.
+POOL_CLOSE_TIMEOUT = 2.0
 
 
 class DatabaseUnreachable(RuntimeError):
@@ -90,7 +96,15 @@ async def database_pool(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await pool.close()
+        try:
+            async with asyncio.timeout(POOL_CLOSE_TIMEOUT):
+                await pool.close()
+        except TimeoutError:
+            log.warning(
+                "the database pool did not close within %g s (a connection still in use); cut it",
+                POOL_CLOSE_TIMEOUT,
+            )
+            pool.terminate()
 
 
 def _database_location(url: str) -> str:
