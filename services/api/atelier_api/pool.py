@@ -11,7 +11,7 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Generator
+from collections.abc import Awaitable, Generator
 from types import TracebackType
 from typing import Any
 
@@ -120,12 +120,7 @@ class TimedAcquire:
         self._timeout = timeout
 
     async def __aenter__(self) -> asyncpg.Connection:
-        start = time.perf_counter()
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await self._context.__aenter__()
-        finally:  # a wait that ended in a timeout counts too
-            self._wait.observe(time.perf_counter() - start)
+        return await self._timed(self._context.__aenter__())
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -133,12 +128,12 @@ class TimedAcquire:
         await self._context.__aexit__(exc_type, exc, tb)
 
     def __await__(self) -> Generator[Any, None, asyncpg.Connection]:
-        return self._timed().__await__()
+        return self._timed(self._context).__await__()
 
-    async def _timed(self) -> asyncpg.Connection:
+    async def _timed(self, acquiring: Awaitable[asyncpg.Connection]) -> asyncpg.Connection:
         start = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout):
-                return await self._context
-        finally:
+                return await acquiring
+        finally:  # a wait that ended in a timeout counts too
             self._wait.observe(time.perf_counter() - start)

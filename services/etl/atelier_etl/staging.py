@@ -411,7 +411,7 @@ async def switch(conn: asyncpg.Connection) -> None:
                 await conn.execute(schema_sql(REQUESTS_FILE))
                 await conn.execute(schema_sql(PRIVILEGES_FILE))
                 # Every API replica empties its response cache when this commits (atelier_api/changes.py).
-                await conn.execute(NOTIFY_EVERYTHING)
+                await notify_everything(conn)
             return
         except asyncpg.LockNotAvailableError:
             if attempt == SWITCH_ATTEMPTS:
