@@ -217,9 +217,7 @@ async def measure(
 
                 async def direct(key: str, body: dict[str, Any], pool: asyncpg.Pool = pool) -> bool:
                     draft = review_draft.parse(body)
-                    claim = None
-                    if args.keys == "each":
-                        claim = idempotency.Claim(key, idempotency.request_hash(body))
+                    claim = idempotency.claim(key if args.keys == "each" else None, draft)
                     created = await reviews.create_review(pool, draft, datetime.now(UTC), claim)
                     return not created.replayed
 

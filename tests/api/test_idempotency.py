@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
-from atelier_api import idempotency
+from atelier_api import idempotency, review_draft
 from atelier_api.app import create_app
 from atelier_api.config import Config
 from atelier_api.idempotency import KEY_RETENTION
@@ -107,6 +107,43 @@ async def test_the_same_key_with_another_body_is_refused(
         ],
     }
     assert await stored(db) == (1, 1, 1)
+
+
+def nested(depth: int) -> list[Any]:
+    """A JSON array nested `depth` deep: orjson reads up to 1,024 levels and writes up to 254."""
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+DEEP_JSON = nested(300)
+
+
+async def test_the_same_review_with_fields_the_api_ignores_is_a_replay(
+    client: Client, db: asyncpg.Connection, characteristic_id: int
+) -> None:
+    """The key names the review the API reads: another order of keys, or a field it ignores (here JSON
+    nested deeper than orjson writes, which answered 500 when the body itself was hashed), is the same
+    request."""
+    first = new_review(characteristic_id)
+    status, headers, _ = await post(client, first, "order-deep")
+    assert status == 201
+    retry = dict(reversed(first.items())) | {"note": DEEP_JSON}
+    status, replayed, _ = await post(client, retry, "order-deep")
+    assert status == 201 and replayed["Idempotent-Replayed"] == "true"
+    assert replayed["Location"] == headers["Location"]
+    assert await stored(db) == (1, 1, 1)
+
+
+async def test_nesting_in_a_field_the_api_reads_is_refused_naming_it(
+    client: Client, db: asyncpg.Connection, characteristic_id: int
+) -> None:
+    body = new_review(characteristic_id, photos=[DEEP_JSON])
+    status, _, error = await post(client, body, "order-deeper")
+    assert status == 422
+    assert error["details"] == [{"field": "photos[0]", "message": "must be a string"}]
+    assert await stored(db) == (0, 0, 0)
 
 
 async def test_keys_are_per_body_not_per_client(
@@ -327,7 +364,7 @@ async def test_a_first_request_committing_after_the_lookup_gives_409_then_replay
         await first.execute(
             "INSERT INTO idempotency_keys (key, request_hash, review_id) VALUES ($1, $2, $3)",
             "order-race",
-            idempotency.request_hash(body),
+            idempotency.request_hash(review_draft.parse(body).review),
             first_id,
         )
         second = asyncio.create_task(post(client, body, "order-race"))

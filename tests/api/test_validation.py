@@ -205,6 +205,12 @@ EMAIL_61 = "a" * 49 + "@example.com"
         ({"photos": "https://img.example/1.jpg"}, [detail("photos", "must be an array of URLs")]),
         ({"photos": None}, [detail("photos", "must be an array of URLs")]),
         ({"photos": ["https://img.example/p.jpg"] * 6}, [detail("photos", "must hold at most 5 URLs")]),
+        # Over the bound, the items are not looked at one by one: one error, however many they are.
+        ({"photos": [0] * 20_000}, [detail("photos", "must hold at most 5 URLs")]),
+        (
+            {"characteristics": {str(n): "x" for n in range(1, 2_001)}},
+            [detail("characteristics", "must hold at most 64 ratings")],
+        ),
         ({"photos": ["https://img.example/1.jpg", 5]}, [detail("photos[1]", "must be a string")]),
         ({"photos": [URL_2048 + "a"]}, [detail("photos[0]", "must be at most 2048 characters")]),
         ({"photos": ["ftp://img.example/1.jpg"]}, [detail("photos[0]", "must be an http or https URL")]),

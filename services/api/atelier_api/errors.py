@@ -97,6 +97,8 @@ DATABASE_UNAVAILABLE = (
     asyncpg.OperatorInterventionError,
 )
 
+ROLLED_BACK = "the database rolled the request back, nothing was changed; send it again"
+
 _HTTP_ERROR_MESSAGES = {
     400: "bad request",
     404: "not found",
@@ -130,6 +132,19 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         message = _HTTP_ERROR_MESSAGES.get(error.status, error.reason.lower())
         headers = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else {}
         return json_error(error.status, message, headers=headers)
+    except asyncpg.TransactionRollbackError as error:
+        # Class 40 (a deadlock, a serialization failure): PostgreSQL rolled the transaction back, so
+        # nothing of the request was done and the same request may simply be sent again. API writes
+        # never deadlock among themselves (one lock order); a load's switch or an operator's
+        # transaction taking locks in another order can.
+        log.warning(
+            "transaction rolled back by the database: %s %s: %r",
+            request.method,
+            request.path,
+            error,
+            extra={"request_id": request_id(request)},
+        )
+        return json_error(503, ROLLED_BACK, headers={"Retry-After": "1"})
     except Exception as error:
         if not lost_the_database(error):
             # Logged here, once, with the traceback and the request id the client sees in X-Request-Id;

@@ -46,7 +46,7 @@ async def create_review(request: web.Request) -> web.Response:
     validation.identity_encoding(request.headers)
     payload = validation.json_object(await request.read())
     draft = review_draft.parse(payload)
-    claim = idempotency.Claim(key, idempotency.request_hash(payload)) if key is not None else None
+    claim = idempotency.claim(key, draft)
     created = await reviews.create_review(request.app[POOL_KEY], draft, request.app[CLOCK_KEY](), claim)
     request.app[CACHE_KEY].invalidate(created.product_id)  # the other replicas: by notification
     headers = {"Location": f"/reviews/{created.review_id}"}

@@ -52,8 +52,9 @@ The Atelier ratings & reviews API: a drop-in replacement for the hosted Atelier 
 * Bad input never gives a 5xx: `422` for an invalid parameter or body field, `400` for a body that is not
   a JSON object, `413` for a body larger than {max_body_bytes} bytes, `415` for a body sent compressed (a
   `Content-Encoding` other than `identity`).
-* `503` with `Retry-After` while the database is unreachable; `500` for an unexpected failure. Neither
-  body says more than that.
+* `503` with `Retry-After` while the database is unreachable, or when it rolled a request back (a
+  deadlock with a load's switch, say: nothing was changed, send it again); `500` for an unexpected
+  failure. Neither body says more than that.
 * The one error that is not JSON: a request line longer than {line_limit} bytes is refused by the HTTP
   server before the application, with `400` and a plain-text body (behind nginx: `414`).
 * Paths work with and without a trailing slash (real clients call `/reviews/` and `/reviews/meta/`);

@@ -10,7 +10,14 @@ from typing import Any
 from aiohttp.web_protocol import RequestHandler
 
 from atelier_api import idempotency
-from atelier_api.review_draft import MAX_PHOTO_URL_LENGTH, MAX_PHOTOS, MAX_RATING, MIN_RATING, TEXT_LENGTHS
+from atelier_api.review_draft import (
+    MAX_CHARACTERISTICS,
+    MAX_PHOTO_URL_LENGTH,
+    MAX_PHOTOS,
+    MAX_RATING,
+    MIN_RATING,
+    TEXT_LENGTHS,
+)
 from atelier_api.validation import DEFAULT_COUNT, DEFAULT_PAGE, INT32_MAX, INT64_MAX, MAX_BATCH_PRODUCTS, Sort
 
 Json = dict[str, Any]
@@ -286,6 +293,7 @@ def schemas(max_count: int) -> Json:
                     "type": "object",
                     "description": "Characteristic id to its rating; each a characteristic of the product.",
                     "propertyNames": {"pattern": CHARACTERISTIC_ID},
+                    "maxProperties": MAX_CHARACTERISTICS,
                     "additionalProperties": _stars(),
                     "default": {},
                 },
@@ -391,7 +399,9 @@ def responses(max_body_bytes: int) -> Json:
         "InvalidInput": error("One or more parameters or fields broke their rules; `details` lists each."),
         "InternalError": error("An unexpected failure; the body says nothing of it."),
         "DatabaseUnavailable": error(
-            "The database is unreachable: try again after Retry-After seconds.", retry_after
+            "The database is unreachable, or rolled the request back (nothing was changed): try again "
+            "after Retry-After seconds.",
+            retry_after,
         ),
         "RequestInProgress": error(
             f"A request with the same {idempotency.HEADER} is still running: try again after "
