@@ -1,7 +1,9 @@
 -- What the API remembers of requests, so that a repeated request is not applied twice. Not export data:
 -- the loader builds and switches only the four tables of 01-tables.sql, then applies this file in
--- `public` (hence IF NOT EXISTS everywhere: applying it again changes nothing, and a reload keeps these
--- rows). Neither table references `reviews`: a load replaces that table, and these rows only expire.
+-- `public` (hence IF NOT EXISTS everywhere: applying it again changes nothing) and empties both tables in
+-- the same transaction: their rows name reviews of the data a reload replaces (and the ids the API hands
+-- out start again past the export's largest). Neither table references `reviews`: a load replaces that
+-- table.
 --
 -- Retention: 24 hours for both (atelier_api.votes.VOTE_RETENTION, atelier_api.idempotency.KEY_RETENTION).
 -- Every write that adds a row here also deletes up to two expired rows of the same table (oldest first,

@@ -1,5 +1,7 @@
 """The switch gives way to the served tables' readers: it waits for its locks only briefly, retries, and
-gives up cleanly (nothing switched, the previous data served) when the tables stay busy."""
+gives up cleanly (nothing switched, the previous data served) when the tables stay busy. It takes its
+locks in the API writers' order, tries again when chosen to end a deadlock all the same, and forgets the
+requests the API remembered of the data it replaces."""
 
 from __future__ import annotations
 
@@ -108,3 +110,96 @@ async def test_a_report_that_cannot_be_written_switches_nothing(db_url, tmp_path
     assert await served_review_ids(db_url) == [1]
     assert report_path.read_bytes() == old_report
     assert sorted(path.name for path in tmp_path.iterdir()) == ["new", "old", "rejects.csv"]
+
+
+def test_the_switch_locks_every_switched_table():
+    assert sorted(staging.LOCK_ORDER) == sorted(staging.SWITCHED_TABLES)
+
+
+HELD_BY_THE_WAITING_SWITCH = """
+    SELECT array_agg(c.relname::text ORDER BY c.relname)
+    FROM pg_locks AS l
+    JOIN pg_class AS c ON c.oid = l.relation
+    JOIN pg_namespace AS n ON n.oid = c.relnamespace
+    JOIN pg_stat_activity AS a ON a.pid = l.pid
+    WHERE l.granted AND n.nspname = 'public' AND a.datname = current_database()
+      AND a.wait_event_type = 'Lock' AND c.relkind = 'r'
+"""
+
+
+async def waiting_for_a_lock(url: str, new_load: asyncio.Task) -> None:
+    watcher = await asyncpg.connect(url)
+    try:
+        async with asyncio.timeout(30):
+            while not await watcher.fetchval(WAITING_FOR_A_LOCK):
+                assert not new_load.done()
+                await asyncio.sleep(0.01)
+    finally:
+        await watcher.close()
+
+
+async def test_a_switch_waiting_for_a_review_a_writer_holds_holds_no_other_table(db_url, tmp_path):
+    """A report holds its review, then reads characteristic_reviews: the switch waiting for `reviews` must
+    hold none of the other served tables, or the two deadlock (it dropped `characteristics` CASCADE first,
+    which locked characteristic_reviews too)."""
+    await load(db_url, write_export(tmp_path / "old", reviews=[review(1)]))
+    writer = await asyncpg.connect(db_url)
+    transaction = writer.transaction()
+    await transaction.start()
+    await writer.fetch("SELECT 1 FROM public.reviews WHERE id = 1 FOR UPDATE")
+    new_load = asyncio.create_task(load(db_url, write_export(tmp_path / "new", reviews=[review(2)])))
+    try:
+        await waiting_for_a_lock(db_url, new_load)
+        assert await writer.fetchval(HELD_BY_THE_WAITING_SWITCH) is None
+        await writer.fetchval("SELECT count(*) FROM public.characteristic_reviews", timeout=5)
+    finally:
+        await transaction.rollback()
+        await writer.close()
+    await asyncio.wait_for(new_load, timeout=30)
+    assert await served_review_ids(db_url) == [2]
+
+
+async def test_a_switch_chosen_to_end_a_deadlock_tries_again(db_url, tmp_path, make_database):
+    """Another session taking the served tables in another order (here an operator's transaction: a
+    product's summary, then `reviews`) can still deadlock with the switch; PostgreSQL rolls the switch
+    back, and it tries again like a lock not granted in time."""
+    await load(db_url, write_export(tmp_path / "old", reviews=[review(1)]))
+    admin = await asyncpg.connect(db_url)
+    try:  # the loader's sessions check for deadlocks after 100 ms instead of 1 s: its check runs first
+        await admin.execute(
+            f"ALTER DATABASE {await admin.fetchval('SELECT current_database()')} "
+            "SET deadlock_timeout = '100ms'"
+        )
+    finally:
+        await admin.close()
+    operator = await asyncpg.connect(db_url)
+    transaction = operator.transaction()
+    await transaction.start()
+    await operator.fetch("SELECT 1 FROM public.product_summaries FOR UPDATE")
+    new_load = asyncio.create_task(load(db_url, write_export(tmp_path / "new", reviews=[review(2)])))
+    try:
+        await waiting_for_a_lock(db_url, new_load)  # holding `reviews`, waiting for product_summaries
+        # Waits for the switch's `reviews` until PostgreSQL ends the deadlock by rolling the switch back.
+        assert await operator.fetchval("SELECT count(*) FROM public.reviews", timeout=10) == 1
+    finally:
+        await transaction.rollback()
+        await operator.close()
+    await asyncio.wait_for(new_load, timeout=30)
+    assert await served_review_ids(db_url) == [2]
+
+
+async def test_a_reload_forgets_the_requests_of_the_data_it_replaces(db_url, tmp_path):
+    """Votes counted and Idempotency-Keys name reviews of the replaced data, whose ids the API hands out
+    again: a key kept would replay "your review is /reviews/N" for another client's review N."""
+    await load(db_url, write_export(tmp_path / "old", reviews=[review(1)]))
+    conn = await asyncpg.connect(db_url)
+    try:
+        await conn.execute("INSERT INTO helpful_votes (request_id, review_id) VALUES ('r-1', 1)")
+        await conn.execute(
+            "INSERT INTO idempotency_keys (key, request_hash, review_id) VALUES ('k-1', '\\x00', 2)"
+        )
+        await load(db_url, write_export(tmp_path / "new", reviews=[review(1)]))
+        assert await conn.fetchval("SELECT count(*) FROM helpful_votes") == 0
+        assert await conn.fetchval("SELECT count(*) FROM idempotency_keys") == 0
+    finally:
+        await conn.close()

@@ -193,7 +193,7 @@ async def test_a_loader_killed_inside_its_switch_leaves_the_previous_load_served
     database_url: str, db: asyncpg.Connection, api, exports: dict[str, Path]
 ) -> None:
     before, before_view = await served(db), await api_view(api)
-    # A reader's lock on the served tables: the switch's first DROP TABLE waits for it, in its transaction.
+    # A reader's lock on the served tables: the switch's first LOCK TABLE waits for it, in its transaction.
     reader = await asyncpg.connect(database_url)
     lock = reader.transaction()
     await lock.start()
@@ -206,19 +206,19 @@ async def test_a_loader_killed_inside_its_switch_leaves_the_previous_load_served
             return bool(
                 await db.fetchval(
                     "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event_type = 'Lock' AND query LIKE 'DROP TABLE IF EXISTS public.%')"
+                    "AND wait_event_type = 'Lock' AND query LIKE 'LOCK TABLE public.%')"
                 )
             )
 
         await eventually(switching, 20, "the loader's switch waiting for the lock")
         pid = await db.fetchval(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            "AND query LIKE 'DROP TABLE IF EXISTS public.%'"
+            "AND query LIKE 'LOCK TABLE public.%'"
         )
         loader.send_signal(signal.SIGKILL)
         assert loader.wait(10) == -signal.SIGKILL
     finally:
-        await lock.commit()  # the killed session's DROP now runs, then PostgreSQL finds its client gone
+        await lock.commit()  # the killed session's LOCK now runs, then PostgreSQL finds its client gone
         await reader.close()
         if loader.poll() is None:
             loader.kill()

@@ -56,6 +56,27 @@ SERVED_SCHEMA = "public"
 TABLES = tuple(export_file.table for export_file in EXPORT_FILES)
 # What the switch moves in: the export's tables and the summaries computed from them.
 SWITCHED_TABLES = TABLES + summaries.TABLES
+# The served tables, locked up front in the order the API's writers take them (a report: its review, then
+# its product's summary, its characteristics' sums, their ratings), so that while the switch waits for
+# one it holds none that a writer holding the one before could want next. Dropping them one by one
+# instead locked `characteristics` and `characteristic_reviews` first (the export's order), then waited
+# for `reviews`, which a report holds before it reads characteristic_reviews: a deadlock.
+LOCK_ORDER = (
+    "reviews",
+    "product_summaries",
+    "characteristic_summaries",
+    "characteristic_reviews",
+    "characteristics",
+    "reviews_photos",
+)
+SERVED_TABLE_EXISTS = f"SELECT to_regclass('{SERVED_SCHEMA}.' || $1::text) IS NOT NULL"
+LOCK_SERVED_TABLE = {
+    table: f"LOCK TABLE {SERVED_SCHEMA}.{table} IN ACCESS EXCLUSIVE MODE" for table in LOCK_ORDER
+}
+# What the API remembers of requests names reviews of the data being replaced (a vote counted, the review
+# an Idempotency-Key created), and a reload starts the ids the API hands out again past the export's
+# largest: a kept key would replay a review the reload dropped, under an id the next POST takes.
+FORGET_REQUESTS = "TRUNCATE helpful_votes, idempotency_keys"
 # One loader at a time per database: a second one would drop the first one's staging schema.
 ADVISORY_LOCK_KEY = 0x6174656C_6C6F6164  # "atelload"
 # The switch's lock waits: short tries with pauses between them (see switch()).
@@ -393,9 +414,10 @@ async def switch(conn: asyncpg.Connection) -> None:
     """Serve the staged tables instead of the current ones, in one transaction.
 
     The API's request tables (04-requests.sql: helpful votes, idempotency keys) are not export data:
-    they stay, and are created in `public` when missing (the file is idempotent), so a fresh database
-    has them once loaded. Then 05-privileges.sql grants the API's role (atelier_api) its privileges on
-    the new tables, in the same transaction, so the API never sees the tables without them.
+    they are created in `public` when missing (the file is idempotent), so a fresh database has them once
+    loaded, and emptied (FORGET_REQUESTS): what they remember is of the data replaced. Then
+    05-privileges.sql grants the API's role (atelier_api) its privileges on the new tables, in the same
+    transaction, so the API never sees the tables without them.
     """
     # While the switch waits for a table lock, PostgreSQL queues every later reader of that table behind
     # it. So it waits briefly (well under the API's DB_COMMAND_TIMEOUT), gives way, and tries again.
@@ -403,17 +425,23 @@ async def switch(conn: asyncpg.Connection) -> None:
         try:
             async with conn.transaction():
                 await conn.execute(f"SET LOCAL lock_timeout = '{SWITCH_LOCK_TIMEOUT_MS}ms'")
+                for table in LOCK_ORDER:
+                    if await conn.fetchval(SERVED_TABLE_EXISTS, table):
+                        await conn.execute(LOCK_SERVED_TABLE[table])
                 for table in SWITCHED_TABLES:
                     await conn.execute(f"DROP TABLE IF EXISTS {SERVED_SCHEMA}.{table} CASCADE")
                     await conn.execute(f"ALTER TABLE {SCHEMA}.{table} SET SCHEMA {SERVED_SCHEMA}")
                 await conn.execute(DROP_SCHEMA)
                 await conn.execute(f"SET LOCAL search_path TO {SERVED_SCHEMA}")
                 await conn.execute(schema_sql(REQUESTS_FILE))
+                await conn.execute(FORGET_REQUESTS)
                 await conn.execute(schema_sql(PRIVILEGES_FILE))
                 # Every API replica empties its response cache when this commits (atelier_api/changes.py).
                 await notify_everything(conn)
             return
-        except asyncpg.LockNotAvailableError:
+        except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError):
+            # A deadlock all the same (another session's own lock order): PostgreSQL rolled the switch
+            # back, so the previous data is still served; try again like a lock not granted in time.
             if attempt == SWITCH_ATTEMPTS:
                 raise LoadError(
                     f"the served tables stayed busy for {SWITCH_ATTEMPTS} attempts; nothing was switched"
