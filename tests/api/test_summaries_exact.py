@@ -24,6 +24,7 @@ from pytest_aiohttp import AiohttpClient
 from atelier_api.app import create_app
 from atelier_api.changes import CHANNEL
 from atelier_api.config import Config
+from atelier_etl import verify as verify_module
 from tests.api.factories import review_body
 from tests.conftest import BIN, generate_and_load
 
@@ -187,29 +188,36 @@ async def test_concurrent_mixed_writes_leave_no_difference(
     assert (code, result["differences"]) == (0, 0), result
 
 
-def test_verify_reports_a_difference_and_repairs_it(loaded: str) -> None:
-    async def corrupt() -> tuple[int, int]:
-        conn = await asyncpg.connect(loaded)
-        try:
-            product_id = await conn.fetchval(
-                "UPDATE product_summaries SET recommended = recommended + 1"
-                " WHERE product_id = (SELECT min(product_id) FROM product_summaries) RETURNING product_id"
-            )
-            characteristic_id = await conn.fetchval(
-                "UPDATE characteristic_summaries SET rating_sum = rating_sum + 1"
-                " WHERE characteristic_id = (SELECT max(characteristic_id) FROM characteristic_summaries)"
-                " RETURNING characteristic_id"
-            )
-            return product_id, characteristic_id
-        finally:
-            await conn.close()
+# Every kind of difference --repair corrects: a count off, a product's row missing, a row for a product
+# without reviews, a characteristic's sum off, its row missing, its name wrong.
+CORRUPTIONS = """
+    UPDATE product_summaries SET recommended = recommended + 1
+    WHERE product_id = (SELECT min(product_id) FROM product_summaries);
+    DELETE FROM product_summaries WHERE product_id = (SELECT max(product_id) FROM product_summaries);
+    INSERT INTO product_summaries VALUES (2000000000, '{1,0,0,0,2}', 3, 0);
+    UPDATE characteristic_summaries SET rating_sum = rating_sum + 1
+    WHERE characteristic_id = (SELECT max(characteristic_id) FROM characteristic_summaries);
+    DELETE FROM characteristic_summaries
+    WHERE characteristic_id = (SELECT min(characteristic_id) FROM characteristic_summaries);
+    UPDATE characteristic_summaries SET name = 'Renamed'
+    WHERE characteristic_id = (SELECT min(characteristic_id) + 7 FROM characteristic_summaries);
+"""
 
-    product_id, characteristic_id = asyncio.run(corrupt())
+
+async def _execute(url: str, sql: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def test_verify_reports_differences_and_repairs_them(loaded: str) -> None:
+    asyncio.run(_execute(loaded, CORRUPTIONS))
     code, result = verify(loaded)
     assert code == 1
-    assert (result["product_differences"], result["characteristic_differences"]) == (1, 1)
-    assert result["examples"]["products"][0]["product_id"] == product_id
-    assert result["examples"]["characteristics"][0]["characteristic_id"] == characteristic_id
+    assert (result["product_differences"], result["characteristic_differences"]) == (3, 3), result
+    assert 2000000000 in {row["product_id"] for row in result["examples"]["products"]}
 
     async def repair() -> tuple[tuple[int, dict[str, Any]], list[str]]:
         """verify --repair, and what a replica's listener hears meanwhile."""
@@ -228,6 +236,79 @@ def test_verify_reports_a_difference_and_repairs_it(loaded: str) -> None:
     assert heard == ["*"]  # every replica's cache drops what it served from the wrong summaries
     code, result = verify(loaded)
     assert (code, result["differences"]) == (0, 0), result
+
+
+async def test_a_repair_takes_no_table_lock(loaded: str) -> None:
+    """A repair corrects rows in place: a write of another product, still open, does not hold it up (a
+    rebuild's TRUNCATE waited for every open write, and every meta miss and write then queued behind
+    it)."""
+    products = await _products(loaded)
+    await _execute(
+        loaded,
+        "UPDATE product_summaries SET not_recommended = not_recommended + 5 "
+        f"WHERE product_id = {products[0]}",
+    )
+    writer = await asyncpg.connect(loaded)
+    try:
+        async with writer.transaction():
+            await writer.execute(
+                "UPDATE product_summaries SET recommended = recommended WHERE product_id = $1", products[1]
+            )
+            code, result = await asyncio.to_thread(verify, loaded, "--repair")
+            assert (code, result["repaired"], result["product_differences"]) == (0, True, 1), result
+    finally:
+        await writer.close()
+    assert verify(loaded)[1]["differences"] == 0
+
+
+async def test_writes_between_the_check_and_the_repair_are_kept(
+    loaded: str, aiohttp_client: AiohttpClient
+) -> None:
+    """The repair adds each row's error as the check found it: writes committed after the check's snapshot
+    moved the row and the reviews alike, so they stay counted (a recomputation from that snapshot written
+    back would lose them)."""
+    client = await _client(loaded, aiohttp_client)
+    product_id = (await _products(loaded))[2]
+    await _execute(
+        loaded,
+        "UPDATE product_summaries SET ratings[5] = ratings[5] + 4, recommended = recommended + 2 "
+        f"WHERE product_id = {product_id};"
+        "UPDATE characteristic_summaries SET rating_sum = rating_sum + 3 "
+        f"WHERE characteristic_id = (SELECT min(id) FROM characteristics WHERE product_id = {product_id})",
+    )
+    conn = await asyncpg.connect(loaded)
+    try:
+        found = await verify_module.verify(conn)
+        assert found.differences == 2
+        characteristics = await conn.fetch("SELECT id FROM characteristics WHERE product_id = $1", product_id)
+        body = review_body(
+            product_id,
+            rating=5,
+            recommend=True,
+            characteristics={str(row["id"]): 2 for row in characteristics},
+        )
+        for _ in range(3):  # after the check, before the repair
+            assert (await client.post("/reviews", json=body)).status == 201
+        await verify_module.correct(conn, found.rows)
+    finally:
+        await conn.close()
+    code, result = verify(loaded)
+    assert (code, result["differences"]) == (0, 0), result
+
+
+async def _products(url: str) -> list[int]:
+    """Products with reviews and characteristics."""
+    conn = await asyncpg.connect(url)
+    try:
+        return [
+            row["product_id"]
+            for row in await conn.fetch(
+                "SELECT product_id FROM product_summaries JOIN characteristics USING (product_id) "
+                "GROUP BY product_id ORDER BY product_id LIMIT 3"
+            )
+        ]
+    finally:
+        await conn.close()
 
 
 @pytest.mark.parametrize(

@@ -61,6 +61,66 @@ BUILD_CHARACTERISTIC_SUMMARIES = f"""
 
 EMPTY = "TRUNCATE product_summaries, characteristic_summaries"
 
+# Repairs while the API writes (atelier-verify --repair). Every write moves a stored summary and the
+# reviews it sums by the same amount in one transaction, so a row's error (the recomputation minus the
+# stored value, both read in verify's one snapshot) stays the same whatever is written after that
+# snapshot: adding the error to the row as it is now makes it exact, under the row lock each update
+# takes anyway, with no table lock, no rebuild, and no write held back. $1 is the rows' keys, then one
+# array of errors per column (a row missing from the table was read as zeros, so its errors are its
+# values and it is inserted: a write that created it meanwhile added only its own change).
+CORRECT_PRODUCT_ROWS = """
+    UPDATE product_summaries AS s
+    SET ratings = ARRAY[s.ratings[1] + e.r1, s.ratings[2] + e.r2, s.ratings[3] + e.r3,
+                        s.ratings[4] + e.r4, s.ratings[5] + e.r5],
+        recommended = s.recommended + e.recommended,
+        not_recommended = s.not_recommended + e.not_recommended
+    FROM unnest($1::integer[], $2::integer[], $3::integer[], $4::integer[], $5::integer[], $6::integer[],
+                $7::integer[], $8::integer[])
+         AS e(product_id, r1, r2, r3, r4, r5, recommended, not_recommended)
+    WHERE s.product_id = e.product_id
+"""
+ADD_MISSING_PRODUCT_ROWS = """
+    INSERT INTO product_summaries AS s (product_id, ratings, recommended, not_recommended)
+    SELECT e.product_id, ARRAY[e.r1, e.r2, e.r3, e.r4, e.r5], e.recommended, e.not_recommended
+    FROM unnest($1::integer[], $2::integer[], $3::integer[], $4::integer[], $5::integer[], $6::integer[],
+                $7::integer[], $8::integer[])
+         AS e(product_id, r1, r2, r3, r4, r5, recommended, not_recommended)
+    ON CONFLICT (product_id) DO UPDATE
+    SET ratings = ARRAY[s.ratings[1] + excluded.ratings[1], s.ratings[2] + excluded.ratings[2],
+                        s.ratings[3] + excluded.ratings[3], s.ratings[4] + excluded.ratings[4],
+                        s.ratings[5] + excluded.ratings[5]],
+        recommended = s.recommended + excluded.recommended,
+        not_recommended = s.not_recommended + excluded.not_recommended
+"""
+# A row of a product without reviews (none is stored for such a product): its errors took it to zeros.
+DROP_EXTRA_PRODUCT_ROWS = """
+    DELETE FROM product_summaries AS s
+    WHERE s.product_id = ANY($1::integer[])
+      AND NOT EXISTS (SELECT FROM reviews AS r WHERE r.product_id = s.product_id)
+"""
+# The same for characteristics; product_id and name are not moved by writes: set to the recomputation's.
+CORRECT_CHARACTERISTIC_ROWS = """
+    UPDATE characteristic_summaries AS s
+    SET rating_sum = s.rating_sum + e.rating_sum, rating_count = s.rating_count + e.rating_count,
+        product_id = coalesce(e.product_id, s.product_id), name = coalesce(e.name, s.name)
+    FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::integer[], $5::text[])
+         AS e(characteristic_id, rating_sum, rating_count, product_id, name)
+    WHERE s.characteristic_id = e.characteristic_id
+"""
+ADD_MISSING_CHARACTERISTIC_ROWS = """
+    INSERT INTO characteristic_summaries AS s (characteristic_id, rating_sum, rating_count, product_id, name)
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::integer[], $5::text[])
+    ON CONFLICT (characteristic_id) DO UPDATE
+    SET rating_sum = s.rating_sum + excluded.rating_sum,
+        rating_count = s.rating_count + excluded.rating_count,
+        product_id = excluded.product_id, name = excluded.name
+"""
+DROP_EXTRA_CHARACTERISTIC_ROWS = """
+    DELETE FROM characteristic_summaries AS s
+    WHERE s.characteristic_id = ANY($1::bigint[])
+      AND NOT EXISTS (SELECT FROM characteristics AS c WHERE c.id = s.characteristic_id)
+"""
+
 
 async def build(conn: asyncpg.Connection) -> tuple[int, int]:
     """Fill the (empty) summary tables from the reviews; returns the product and characteristic rows."""
@@ -74,6 +134,27 @@ async def rebuild(conn: asyncpg.Connection) -> tuple[int, int]:
     async with conn.transaction():
         await conn.execute(EMPTY)
         return await build(conn)
+
+
+async def correct_products(conn: asyncpg.Connection, stored: list[list], missing: list[list]) -> None:
+    """Add each product row's errors (CORRECT_PRODUCT_ROWS): rows of [product_id, the five star counts'
+    errors, recommended's, not_recommended's], `missing` those of products that had no row. Call inside
+    a transaction."""
+    if stored:
+        await conn.execute(CORRECT_PRODUCT_ROWS, *zip(*stored, strict=True))
+    if missing:
+        await conn.execute(ADD_MISSING_PRODUCT_ROWS, *zip(*missing, strict=True))
+    await conn.execute(DROP_EXTRA_PRODUCT_ROWS, [row[0] for row in stored])
+
+
+async def correct_characteristics(conn: asyncpg.Connection, stored: list[list], missing: list[list]) -> None:
+    """The same for characteristic rows: [characteristic_id, rating_sum's error, rating_count's, then the
+    product_id and name to set (None: keep)]."""
+    if stored:
+        await conn.execute(CORRECT_CHARACTERISTIC_ROWS, *zip(*stored, strict=True))
+    if missing:
+        await conn.execute(ADD_MISSING_CHARACTERISTIC_ROWS, *zip(*missing, strict=True))
+    await conn.execute(DROP_EXTRA_CHARACTERISTIC_ROWS, [row[0] for row in stored])
 
 
 def _row_count(status: str) -> int:

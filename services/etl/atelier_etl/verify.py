@@ -5,7 +5,8 @@ This recomputes them from the reviews in one snapshot (a REPEATABLE READ, read-o
 contract's own way: counts per star and per recommendation, and each characteristic's mean as
 round(avg(value), 16)::text, compared with the string the API prints from the stored sum and count.
 The queries are written independently of the loader's build (summaries.py), so a mistake in either
-shows up here. `--repair` rebuilds both tables from the reviews when anything differs.
+shows up here. `--repair` corrects the rows that differ, in place, while the API serves and writes
+(summaries.CORRECT_PRODUCT_ROWS says why adding each row's error is exact under concurrent writes).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import asyncpg
@@ -24,6 +25,7 @@ from atelier_etl import environment, staging, summaries
 from atelier_etl.load import LoadError, connect
 
 EXAMPLES = 20  # differences listed per table; all of them are counted
+REPAIR_BATCH = 5_000  # rows of each table corrected per transaction
 
 # The counts of each product's reviews that are not reported, per star then per product, against the
 # stored row (every product with a review has one, even when all its reviews are reported).
@@ -80,6 +82,7 @@ CHARACTERISTIC_DIFFERENCES = """
     SELECT
         coalesce(e.characteristic_id, s.characteristic_id) AS characteristic_id,
         coalesce(e.product_id, s.product_id) AS product_id,
+        e.product_id AS expected_product_id, e.name AS expected_name, s.name AS stored_name,
         e.rating_sum AS expected_sum, s.rating_sum AS stored_sum,
         e.rating_count AS expected_count, s.rating_count AS stored_count,
         e.mean AS expected_mean, s.mean AS served_mean
@@ -103,13 +106,16 @@ class Verification:
     characteristic_differences: int = 0
     examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     repaired: bool = False
+    # Every differing row (the examples are the first few), what --repair corrects; not printed.
+    rows: dict[str, list[asyncpg.Record]] = field(default_factory=dict, repr=False)
 
     @property
     def differences(self) -> int:
         return self.product_differences + self.characteristic_differences
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"differences": self.differences, "ok": self.differences == 0}
+        shown = {each.name: getattr(self, each.name) for each in fields(self) if each.name != "rows"}
+        return shown | {"differences": self.differences, "ok": self.differences == 0}
 
 
 async def verify(conn: asyncpg.Connection) -> Verification:
@@ -122,10 +128,8 @@ async def verify(conn: asyncpg.Connection) -> Verification:
         characteristics = await conn.fetch(CHARACTERISTIC_DIFFERENCES)
     result.product_differences = len(products)
     result.characteristic_differences = len(characteristics)
-    result.examples = {
-        "products": [dict(row) for row in products[:EXAMPLES]],
-        "characteristics": [dict(row) for row in characteristics[:EXAMPLES]],
-    }
+    result.rows = {"products": products, "characteristics": characteristics}
+    result.examples = {name: [dict(row) for row in found[:EXAMPLES]] for name, found in result.rows.items()}
     return result
 
 
@@ -133,20 +137,62 @@ async def run(database_url: str, repair: bool) -> Verification:
     conn = await connect(database_url)
     try:
         await conn.execute("SET statement_timeout = 0")
+        # A load switching tables between the check and the repair would make its errors meaningless: the
+        # repair holds the loader's lock (one loader at a time) from before the check to its end.
+        if repair and not await staging.try_lock(conn):
+            raise LoadError("an atelier-load is running against this database; repair after it")
         result = await verify(conn)
         if repair and result.differences:
-            async with conn.transaction():  # the API's caches drop every answer once the repair commits
-                await summaries.rebuild(conn)
-                await staging.notify_everything(conn)
+            await correct(conn, result.rows)
             result.repaired = True
     finally:
         await conn.close()
     return result
 
 
+async def correct(conn: asyncpg.Connection, rows: dict[str, list[asyncpg.Record]]) -> None:
+    """Add each differing row's error to it (summaries.CORRECT_PRODUCT_ROWS), REPAIR_BATCH rows per
+    transaction; each transaction also tells the API's replicas to drop every cached answer."""
+    products = [_product_errors(row) for row in rows["products"]]
+    characteristics = [_characteristic_errors(row) for row in rows["characteristics"]]
+    for start in range(0, max(len(products), len(characteristics)), REPAIR_BATCH):
+        batch = slice(start, start + REPAIR_BATCH)
+        async with conn.transaction():
+            stored, missing = _split(products[batch])
+            await summaries.correct_products(conn, stored, missing)
+            stored, missing = _split(characteristics[batch])
+            await summaries.correct_characteristics(conn, stored, missing)
+            await staging.notify_everything(conn)
+
+
+def _product_errors(row: asyncpg.Record) -> tuple[bool, list[Any]]:
+    """(whether a row is stored, [product_id, each column's error]): recomputed minus stored, a side
+    that has no row counting as zeros."""
+    expected = [*(row["expected_ratings"] or [0] * 5), row["expected_recommended"] or 0]
+    expected.append(row["expected_not_recommended"] or 0)
+    stored = [*(row["stored_ratings"] or [0] * 5), row["stored_recommended"] or 0]
+    stored.append(row["stored_not_recommended"] or 0)
+    errors = [e - s for e, s in zip(expected, stored, strict=True)]
+    return row["stored_ratings"] is not None, [row["product_id"], *errors]
+
+
+def _characteristic_errors(row: asyncpg.Record) -> tuple[bool, list[Any]]:
+    errors = [
+        (row["expected_sum"] or 0) - (row["stored_sum"] or 0),
+        (row["expected_count"] or 0) - (row["stored_count"] or 0),
+    ]
+    named = [row["expected_product_id"], row["expected_name"]]
+    return row["stored_name"] is not None, [row["characteristic_id"], *errors, *named]
+
+
+def _split(rows: list[tuple[bool, list[Any]]]) -> tuple[list[list[Any]], list[list[Any]]]:
+    """The rows stored, and the rows missing from the table."""
+    return [row for stored, row in rows if stored], [row for stored, row in rows if not stored]
+
+
 EPILOG = """\
 exit codes:
-  0    the stored summaries equal the recomputation (or --repair rebuilt them)
+  0    the stored summaries equal the recomputation (or --repair corrected them)
   1    differences found (listed), or the check failed (database unreachable, SQL error, ...)
   2    usage error
 
@@ -164,7 +210,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--database-url", metavar="URL", help="overrides DATABASE_URL")
-    parser.add_argument("--repair", action="store_true", help="rebuild the summaries when anything differs")
+    parser.add_argument(
+        "--repair",
+        action="store_true",
+        help="correct the rows that differ, in place (the API keeps serving and writing)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     args = parser.parse_args(argv)
     database_url, refused = environment.database_url(parser, args.database_url)
