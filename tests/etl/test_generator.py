@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
 import re
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from atelier_etl import generate as generate_module
 from atelier_etl.generate import FILES, HEADERS, Options, generate, main
 from atelier_etl.generate_dirty import CHARACTERISTIC_NAMES, KINDS
 
@@ -308,3 +310,60 @@ def test_cli_runs_as_a_module(tmp_path: Path) -> None:
     for name in FILES:
         assert name in result.stdout
     assert "\x1b[" not in result.stdout  # no progress bar when stdout is not a terminal
+
+
+def _fail_after_first_chunk(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
+    """The second chunk's rows fail to come (a full disk, Ctrl-C): the first chunk is already written."""
+    real = generate_module.clean_chunk
+    calls = []
+
+    def clean_chunk(*args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise error
+        return real(*args)
+
+    monkeypatch.setattr(generate_module, "clean_chunk", clean_chunk)
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "says"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), 1, "No space left on device; nothing replaced"),
+        (KeyboardInterrupt(), 130, "interrupted; nothing replaced"),
+    ],
+)
+def test_a_run_that_fails_leaves_the_previous_export_whole(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    error: BaseException,
+    code: int,
+    says: str,
+) -> None:
+    """Files were written in place and the manifest last: a failed run left truncated files beside the
+    earlier run's manifest, which `make up` and `make load` took for a complete export."""
+    out = export(tmp_path / "export", products=3_000)
+    before = digests(out)
+    _fail_after_first_chunk(monkeypatch, error)
+
+    assert main(["--out", str(out), "--products", "3000", "--seed", "9", "--no-progress"]) == code
+
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"atelier-generate: {'error: ' if code == 1 else ''}{says}"]
+    assert digests(out) == before  # no partial file left either
+
+
+def test_the_cli_refuses_to_replace_an_export_it_did_not_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (tmp_path / "reviews.csv").write_text("a real export\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--out", str(tmp_path), "--products", "20"])
+    assert exit_.value.code == 2
+    assert "holds reviews.csv but no manifest.json" in capsys.readouterr().err
+    assert (tmp_path / "reviews.csv").read_text() == "a real export\n"
+
+    assert main(["--out", str(tmp_path), "--products", "20", "--force", "--no-progress"]) == 0
+    assert (tmp_path / "manifest.json").exists()
+    assert main(["--out", str(tmp_path), "--products", "20", "--no-progress"]) == 0  # its own: replaced

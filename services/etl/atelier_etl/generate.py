@@ -56,6 +56,8 @@ FILES = tuple(HEADERS)
 DEFAULT_PRODUCTS = 1_000_011
 MAX_PRODUCTS = 2_147_483_647  # product_id is a Postgres integer
 CHUNK_PRODUCTS = 2_000  # part of the output: changing it changes every file
+MANIFEST = "manifest.json"
+PARTIAL_SUFFIX = ".partial"  # a file being written; renamed once every file is complete
 BOM = b"\xef\xbb\xbf"
 
 
@@ -159,15 +161,37 @@ class Options:
 
 
 def generate(options: Options, advance: Callable[[int], object] = lambda products: None) -> dict[str, Any]:
-    """Write the four files and manifest.json into `options.out`; return the manifest."""
+    """Write the four files and manifest.json into `options.out`; return the manifest.
+
+    The files are written under partial names and take their real names only once all four are complete,
+    manifest.json last: a run that fails or is interrupted leaves the folder as it was (the previous
+    export whole, or nothing), never truncated files beside an earlier run's manifest.
+    """
     options.out.mkdir(parents=True, exist_ok=True)
+    partial = {name: options.out / f"{name}{PARTIAL_SUFFIX}" for name in FILES}
+    try:
+        manifest = _write(options, partial, advance)
+    except BaseException:
+        for path in partial.values():
+            path.unlink(missing_ok=True)
+        raise
+    (options.out / MANIFEST).unlink(missing_ok=True)
+    for name, path in partial.items():
+        path.replace(options.out / name)
+    written = options.out / f"{MANIFEST}{PARTIAL_SUFFIX}"
+    written.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    written.replace(options.out / MANIFEST)
+    return manifest
+
+
+def _write(options: Options, paths: dict[str, Path], advance: Callable[[int], object]) -> dict[str, Any]:
     eol = "\r\n" if options.crlf else "\n"
     pools = build_pools(options.seed)
     tables = Tables.build(pools, options.mixed_booleans)
     dirty = DirtyRows(options.dirty_rate, pools, eol)
     next_ids = dict.fromkeys(FILES, 1)
     with ExitStack() as stack:
-        files = {name: stack.enter_context(open(options.out / name, "wb")) for name in FILES}
+        files = {name: stack.enter_context(open(paths[name], "wb")) for name in FILES}
         for name, file in files.items():
             file.write((BOM if options.bom else b"") + f"{HEADERS[name]}{eol}".encode())
         for chunk, start in enumerate(range(1, options.products + 1, CHUNK_PRODUCTS)):
@@ -197,7 +221,6 @@ def generate(options: Options, advance: Callable[[int], object] = lambda product
             for name in FILES
         },
     }
-    (options.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
 
 
@@ -231,6 +254,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, bool]:
         "--mixed-booleans", action="store_true", help="spell booleans variously: true, TRUE, True, 1, ..."
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--force", action="store_true", help="replace export files in --out that have no manifest.json"
+    )
     args = parser.parse_args(argv)
     if args.dirty_rate > 0 and args.products < 2:
         parser.error("--dirty-rate above 0 needs --products 2 or more (a characteristic of another product)")
@@ -240,6 +266,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, bool]:
         parser.error(f"--out {args.out}: cannot create the folder ({error.strerror})")
     if not os.access(args.out, os.W_OK | os.X_OK):
         parser.error(f"--out {args.out}: the folder is not writable")
+    foreign = [name for name in FILES if (args.out / name).exists()]
+    if foreign and not (args.out / MANIFEST).exists() and not args.force:
+        parser.error(
+            f"--out {args.out}: holds {', '.join(foreign)} but no {MANIFEST}, so not an export this "
+            "generator wrote (a real one?); --force replaces it"
+        )
     options = Options(
         out=args.out,
         products=args.products,
@@ -254,6 +286,18 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, bool]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options, show_progress = parse_args(argv)
+    try:
+        return _run(options, show_progress)
+    except OSError as error:  # a full disk, a folder removed meanwhile: the folder is left as it was
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"atelier-generate: error: {error.strerror or error}{where}; nothing replaced", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("atelier-generate: interrupted; nothing replaced", file=sys.stderr)
+        return 130
+
+
+def _run(options: Options, show_progress: bool) -> int:
     started = time.perf_counter()
     if show_progress:
         from rich.progress import (
