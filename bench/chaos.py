@@ -74,7 +74,7 @@ TRIES = 3  # client tries per logical request (the first one included)
 ATTEMPT_TIMEOUT = 10.0  # seconds per try
 WARMUP = 30.0  # seconds of a replica process's life before its RSS counts as warmed up
 # nginx's limit would turn the soak's single client into 429s: the soak measures the service.
-UNLIMITED = {"NGINX_RATE_LIMIT": "100000r/s", "NGINX_RATE_BURST": "100000"}
+UNLIMITED = {"NGINX_RATE_LIMIT": "100000r/s", "NGINX_RATE_BURST": "100000", "NGINX_CONN_LIMIT": "65535"}
 RETRYABLE = {429, 502, 503, 504}
 
 

@@ -269,6 +269,7 @@ def render_nginx(
         ),
         "NGINX_RATE_LIMIT": setting("NGINX_RATE_LIMIT", "1000r/s"),
         "NGINX_RATE_BURST": setting("NGINX_RATE_BURST", "2000"),
+        "NGINX_CONN_LIMIT": setting("NGINX_CONN_LIMIT", "512"),
         "NGINX_CLIENT_TIMEOUT": setting("NGINX_CLIENT_TIMEOUT", "10s"),
         "NGINX_ACCESS_LOG": str(prefix / "logs" / "access.log"),
         "NGINX_METRICS_ACCESS": setting("NGINX_METRICS_ACCESS", "deny all"),

@@ -67,6 +67,17 @@ def test_env_example_documents_each_setting_with_a_comment():
             assert above.startswith("#"), f"{line} has no comment above it"
 
 
+def test_the_python_services_keep_no_privilege():
+    """The API and the loader run as uid 10001 and need no capability: compose drops them all and bars
+    gaining privileges; the compose tests (tests/containers) run the stack so."""
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text(encoding="utf-8"))["services"]
+    for name in ("api", "etl"):
+        assert services[name].get("cap_drop") == ["ALL"], name
+        assert services[name].get("security_opt") == ["no-new-privileges:true"], name
+        dockerfile = (ROOT / "services" / name / "Dockerfile").read_text(encoding="utf-8")
+        assert re.search(r"^USER atelier$", dockerfile, flags=re.MULTILINE), name
+
+
 def test_every_compose_service_rotates_its_logs():
     """Docker's default json-file driver keeps every line forever; each service's log is capped."""
     services = yaml.safe_load((ROOT / "compose.yaml").read_text(encoding="utf-8"))["services"]

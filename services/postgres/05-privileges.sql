@@ -45,6 +45,17 @@ BEGIN
 END
 $$;
 
+-- Temporary tables too: PUBLIC may create them in every database by default, and a temporary table is
+-- DDL all the same (and disk the API's role could fill). The database's owner keeps the privilege.
+DO $$
+BEGIN
+    IF pg_has_role(current_user,
+                   (SELECT datdba FROM pg_database WHERE datname = current_database()), 'USAGE') THEN
+        EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC', current_database());
+    END IF;
+END
+$$;
+
 REVOKE ALL ON reviews, reviews_photos, characteristics, characteristic_reviews, product_summaries,
               characteristic_summaries, helpful_votes, idempotency_keys
     FROM PUBLIC, atelier_api;

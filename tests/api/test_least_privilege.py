@@ -229,6 +229,7 @@ async def test_every_endpoint_works_as_the_api_role(api_url: str, aiohttp_client
     "statement",
     [
         "CREATE TABLE sneaky (id int)",
+        "CREATE TEMPORARY TABLE sneaky (id int)",
         "DROP TABLE reviews",
         "DROP TABLE helpful_votes",
         "TRUNCATE reviews",

@@ -114,7 +114,11 @@ def local_stack(
         http_port = free_port()
         # The production rate limit would turn these tests' bursts (1,000 concurrent votes, fuzzing)
         # into 429s; rate limiting is tested on an nginx of its own (test_limits.py).
-        unlimited = {"NGINX_RATE_LIMIT": "100000r/s", "NGINX_RATE_BURST": "100000"}
+        unlimited = {
+            "NGINX_RATE_LIMIT": "100000r/s",
+            "NGINX_RATE_BURST": "100000",
+            "NGINX_CONN_LIMIT": "65535",
+        }
         stack.render_nginx(prefix, list(running.replica_ports.values()), http_port, unlimited)
         balancer.append(
             stack.start("nginx", [nginx, "-p", str(prefix), "-c", "nginx.conf", "-g", "daemon off;"], env)

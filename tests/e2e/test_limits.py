@@ -331,6 +331,43 @@ def test_the_api_stays_quick_for_others_during_a_flood_and_slow_clients(nginx: L
     assert sorted(timings)[len(timings) // 2] < 0.1, timings
 
 
+def test_connections_beyond_the_limit_of_one_address_get_429(local_stack: LocalStack, tmp_path: Path) -> None:
+    """Bodies sent a byte at a time hold connections for as long as they trickle (each byte restarts
+    client_body_timeout), and the rate limit counts requests: NGINX_CONN_LIMIT bounds what one address
+    holds. Others are served meanwhile, and the address itself once its connections are gone."""
+    held: list[socket.socket] = []
+    with limited_nginx(
+        local_stack, tmp_path, {"NGINX_CONN_LIMIT": "3", "NGINX_CLIENT_TIMEOUT": "30s"}
+    ) as limited:
+        time.sleep(BURST / RATE + 0.5)
+        try:
+            for _ in range(3):
+                sock = socket.create_connection(("127.0.0.1", limited.port), timeout=10)
+                sock.sendall(
+                    request(
+                        "/reviews", "Content-Length: 1000", "Content-Type: application/json", method="POST"
+                    )
+                )
+                sock.sendall(b'{"product_id": 1,')  # and the rest never comes
+                held.append(sock)
+            time.sleep(0.3)  # nginx has read their headers: they count
+
+            connection = http.client.HTTPConnection("127.0.0.1", limited.port, timeout=10)
+            connection.request("GET", "/healthz")
+            refused = connection.getresponse()
+            assert refused.status == 429
+            assert json.loads(refused.read()) == {"error": "too many requests", "details": []}
+            connection.close()
+            assert get_status(limited.port, {}, source=OTHER_CLIENT) == 200
+        finally:
+            for sock in held:
+                sock.close()
+        deadline = time.monotonic() + 5
+        while get_status(limited.port, {}) != 200:
+            assert time.monotonic() < deadline, "the address stayed refused after its connections closed"
+            time.sleep(0.1)
+
+
 def get_status(port: int, headers: dict[str, str], source: str = "127.0.0.1") -> int:
     """GET /healthz from this source address with these headers: the status."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))

@@ -50,6 +50,7 @@ def test_an_unknown_routing_stops_nginx_itself(tmp_path: Path) -> None:
         "API_UPSTREAM_SERVERS": "server 127.0.0.1:9 max_fails=1 fail_timeout=2s;",
         "NGINX_RATE_LIMIT": "1000r/s",
         "NGINX_RATE_BURST": "2000",
+        "NGINX_CONN_LIMIT": "512",
         "NGINX_CLIENT_TIMEOUT": "10s",
         "NGINX_ACCESS_LOG": str(prefix / "logs" / "access.log"),
         "NGINX_METRICS_ACCESS": "deny all",

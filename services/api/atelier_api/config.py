@@ -117,8 +117,8 @@ def _database_url(raw: str) -> str:
 
 
 UNREADABLE_URL = (
-    "cannot be read as a URL: a user name or password holding / # ? or % must be percent-encoded "
-    "(%2F %23 %3F %25), or be letters and digits only (openssl rand -hex 24)"
+    "cannot be read as a URL: a user name or password holding / # ? @ or % must be percent-encoded "
+    "(%2F %23 %3F %40 %25), or be letters and digits only (openssl rand -hex 24)"
 )
 
 
@@ -133,8 +133,14 @@ def unreadable_url_problem(database_url: str) -> str | None:
     # What an unencoded / # or ? leaves after the host: an @ in the path, the fragment or a query
     # parameter's name (a value may hold one: application_name=me@host). Several hosts (h1:5432,h2)
     # and a socket directory stay readable.
+    # An unencoded @ in the user name or password: Python splits the login from the host at the last @,
+    # asyncpg at the first (p@ss@db is host ss@db, password p to it).
     names = [pair.partition("=")[0] for pair in parts.query.split("&")]
-    if "@" in parts.path + parts.fragment or any("@" in name for name in names):
+    if (
+        "@" in parts.path + parts.fragment
+        or any("@" in name for name in names)
+        or parts.netloc.count("@") > 1
+    ):
         return UNREADABLE_URL
     return None
 
