@@ -65,7 +65,7 @@ load: install  ## full-scale export (~1M products) generated into .data/full and
 # misses a target (exit 1 at the end). db.py loads the full export that etl.py generated; writes.py
 # writes into a copy of that database; http_bench.py and routing.py each load the full export into a
 # database of their own, replica.py 10,000 products and cpu_profile.py 100,000.
-bench: install nginx  ## benchmarks at full scale (never in CI): loader, SQL statements, writes, HTTP, routing, replica, profile; docs/benchmarks.md
+bench: install nginx  ## benchmarks, most at full scale (never in CI): loader, SQL statements, writes, HTTP, routing, replica, profile; docs/benchmarks.md
 	@status=0; for run in etl.py db.py writes.py "http_bench.py --products 1000011" "routing.py --products 1000011" replica.py cpu_profile.py; do \
 		$(PY) bench/$$run || status=1; done; exit $$status
 

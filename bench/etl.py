@@ -135,7 +135,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    export = args.export or ROOT / os.environ.get("DATA_DIR", ".data") / f"bench-export-{args.products}"
+    export = args.export or stack.DATA_DIR / f"bench-export-{args.products}"  # DATA_DIR as make up reads it
     if not (export / "manifest.json").exists() and not args.export:
         print(f"bench: generating {args.products:,} products into {export}", flush=True)
         generate = [

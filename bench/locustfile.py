@@ -19,8 +19,8 @@ from array import array
 
 from locust import FastHttpUser, between, task
 
-PRODUCTS = int(os.environ.get("LOCUST_PRODUCTS", "1000"))
-ZIPF_S = float(os.environ.get("LOCUST_ZIPF_S", "1.1"))
+PRODUCTS = int(os.environ.get("LOCUST_PRODUCTS") or "1000")  # set but empty: the default, as compose
+ZIPF_S = float(os.environ.get("LOCUST_ZIPF_S") or "1.1")
 # Cumulative weights of rank k ~ 1/k^s over every product (bench/chaos.py's Traffic draws the same way);
 # ranks map to shuffled product ids so the hot products are spread over the id range rather than all
 # being the lowest ids.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 import asyncpg
 import pytest
@@ -94,7 +94,32 @@ async def test_characteristic_means_have_exactly_sixteen_digits(
     value = (await get_meta(client, 1))["characteristics"]["Fit"]["value"]
 
     assert value == expected
-    assert Decimal(value) == round(Decimal(sum(values)) / len(values), 16)
+    assert value == half_away_from_zero(sum(values), len(values))
+
+
+def half_away_from_zero(total: int, count: int) -> str:
+    """The contract's digits: the mean rounded to 16 places, a tie away from zero (PostgreSQL's round()
+    on numeric); Python's round() of a Decimal would round a tie to even."""
+    return str((Decimal(total) / Decimal(count)).quantize(Decimal(1).scaleb(-16), rounding=ROUND_HALF_UP))
+
+
+async def test_a_mean_halfway_between_two_16_digit_values_rounds_away_from_zero(
+    client: Client, db: asyncpg.Connection
+) -> None:
+    """131,073 / 131,072 = 1.00000762939453125 exactly: a tie at the 17th digit, which no handful of
+    ratings gives. Half away from zero gives ...313, half to even ...312. Played on the stored summary
+    (the sum and count of 131,072 ratings), which is what the API reads."""
+    fit = await factories.characteristic(db, 1, "Fit")
+    await rated_review(db, 1, 3, True, **{f"c{fit}": 2})
+    await db.execute(
+        "UPDATE characteristic_summaries SET rating_sum = 131073, rating_count = 131072 "
+        "WHERE characteristic_id = $1",
+        fit,
+    )
+
+    value = (await get_meta(client, 1))["characteristics"]["Fit"]["value"]
+
+    assert value == "1.0000076293945313" == half_away_from_zero(131073, 131072)
 
 
 async def test_unrated_characteristic_is_null(client: Client, db: asyncpg.Connection) -> None:
