@@ -217,7 +217,8 @@ async def measure(
 
                 async def direct(key: str, body: dict[str, Any], pool: asyncpg.Pool = pool) -> bool:
                     draft = review_draft.parse(body)
-                    claim = idempotency.claim(key if args.keys == "each" else None, draft)
+                    given = key if args.keys == "each" else None
+                    claim = idempotency.claim(given, draft, body, orjson.dumps(body))
                     created = await reviews.create_review(pool, draft, datetime.now(UTC), claim)
                     return not created.replayed
 

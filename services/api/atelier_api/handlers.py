@@ -44,9 +44,10 @@ async def product_meta_batch(request: web.Request) -> web.Response:
 async def create_review(request: web.Request) -> web.Response:
     key = idempotency.key_of(request.headers)
     validation.identity_encoding(request.headers)
-    payload = validation.json_object(await request.read())
+    body = await request.read()
+    payload = validation.json_object(body)
     draft = review_draft.parse(payload)
-    claim = idempotency.claim(key, draft)
+    claim = idempotency.claim(key, draft, payload, body)
     created = await reviews.create_review(request.app[POOL_KEY], draft, request.app[CLOCK_KEY](), claim)
     request.app[CACHE_KEY].invalidate(created.product_id)  # the other replicas: by notification
     headers = {"Location": f"/reviews/{created.review_id}"}

@@ -3,10 +3,9 @@
 A key is claimed in the transaction that stores the review, and written with it (in the same statement),
 so a key is stored only with the review it created:
 
-- the same key and the same review (the fields the API reads, as canonical JSON, hashed) within
-  KEY_RETENTION replays the first answer (201, `Location` of the same review,
-  `Idempotent-Replayed: true`) and stores nothing;
-- the same key with another review: 422 naming `Idempotency-Key`;
+- the same key and the same body (canonical JSON, hashed) within KEY_RETENTION replays the first
+  answer (201, `Location` of the same review, `Idempotent-Replayed: true`) and stores nothing;
+- the same key with another body: 422 naming `Idempotency-Key`;
 - while the first request's transaction is still open: 409 with Retry-After, at once (the claim is a
   transaction-level advisory lock taken with pg_try_advisory_xact_lock, which never waits);
 - only 201s are remembered: a request refused (4xx) or failed (5xx) rolls back, key included, so the
@@ -22,14 +21,15 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 
 import orjson
 from multidict import MultiMapping
 
 from atelier_api.errors import DomainError, FieldError, InvalidInput
-from atelier_api.review_draft import NewReview, ReviewDraft
+from atelier_api.review_draft import ReviewDraft
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -128,20 +128,23 @@ def key_of(headers: MultiMapping[str]) -> str | None:
     return values[0]
 
 
-def claim(key: str | None, draft: ReviewDraft) -> Claim | None:
-    """The key's claim on the review this body makes, or None: no key, or a body refused anyway (422,
-    which records nothing)."""
+def claim(key: str | None, draft: ReviewDraft, payload: Mapping[str, object], body: bytes) -> Claim | None:
+    """The key's claim on this request, or None: no key, or a body refused anyway (422, which records
+    nothing)."""
     if key is None or draft.review is None:
         return None
-    return Claim(key, request_hash(draft.review))
+    return Claim(key, request_hash(payload, body))
 
 
-def request_hash(review: NewReview) -> bytes:
-    """SHA-256 of the review as the API read it from the body: the same review gives the same hash,
-    whatever the order of the body's keys or the fields it ignores (a field the API ignores could also
-    hold JSON nested deeper than orjson writes, 254 levels: hashing the body itself answered 500)."""
-    canonical = replace(review, characteristics=tuple(sorted(review.characteristics)))
-    return hashlib.sha256(orjson.dumps(canonical)).digest()
+def request_hash(payload: Mapping[str, object], body: bytes) -> bytes:
+    """SHA-256 of the body as canonical JSON: the same fields and values give the same hash. A field the
+    API ignores may hold JSON nested deeper than orjson writes (254 levels; it reads 1,024), which
+    answered 500: such a body is hashed as sent, so its own retry still matches."""
+    try:
+        canonical = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        canonical = body
+    return hashlib.sha256(canonical).digest()
 
 
 def earlier_review(
