@@ -38,6 +38,31 @@ WAITING_FOR_A_LOCK = """
 """
 
 
+HELD_BY_THE_WAITING_SWITCH = """
+    SELECT array_agg(c.relname::text ORDER BY c.relname)
+    FROM pg_locks AS l
+    JOIN pg_class AS c ON c.oid = l.relation
+    JOIN pg_namespace AS n ON n.oid = c.relnamespace
+    JOIN pg_stat_activity AS a ON a.pid = l.pid
+    WHERE l.granted AND n.nspname = 'public' AND a.datname = current_database()
+      AND a.wait_event_type = 'Lock' AND c.relkind = 'r'
+"""
+
+
+async def waiting_for_a_lock(url: str, new_load: asyncio.Task) -> None:
+    """Until the switch has reached a lock another session holds: a session of this database waits for
+    one. (Asked on a connection of its own: inside the holder's transaction the activity view would not
+    change.)"""
+    watcher = await asyncpg.connect(url)
+    try:
+        async with asyncio.timeout(30):
+            while not await watcher.fetchval(WAITING_FOR_A_LOCK):
+                assert not new_load.done()
+                await asyncio.sleep(0.01)
+    finally:
+        await watcher.close()
+
+
 async def test_a_switch_blocked_by_a_reader_retries_then_completes(db_url, tmp_path, monkeypatch):
     await load(db_url, write_export(tmp_path / "old", reviews=[review(1)]))
     monkeypatch.setattr(staging, "SWITCH_LOCK_TIMEOUT_MS", 100)
@@ -49,16 +74,7 @@ async def test_a_switch_blocked_by_a_reader_retries_then_completes(db_url, tmp_p
     await reader.fetch("SELECT count(*) FROM public.reviews")  # holds ACCESS SHARE until it ends
     new_load = asyncio.create_task(load(db_url, write_export(tmp_path / "new", reviews=[review(2)])))
     try:
-        # The switch has reached the reader's lock: a session of this database waits for one. (Asked on
-        # a connection of its own: inside the reader's transaction the activity view would not change.)
-        watcher = await asyncpg.connect(db_url)
-        try:
-            async with asyncio.timeout(30):
-                while not await watcher.fetchval(WAITING_FOR_A_LOCK):
-                    assert not new_load.done()
-                    await asyncio.sleep(0.01)
-        finally:
-            await watcher.close()
+        await waiting_for_a_lock(db_url, new_load)
         # While the switch keeps trying, another reader is never queued behind it for long.
         for _ in range(5):
             other = await asyncpg.connect(db_url)
@@ -113,45 +129,39 @@ async def test_a_report_that_cannot_be_written_switches_nothing(db_url, tmp_path
 
 
 def test_the_switch_locks_every_switched_table():
-    assert sorted(staging.LOCK_ORDER) == sorted(staging.SWITCHED_TABLES)
+    assert sorted(staging.LOCK_ORDER) == sorted(staging.SWITCHED_TABLES + staging.REQUEST_TABLES)
 
 
-HELD_BY_THE_WAITING_SWITCH = """
-    SELECT array_agg(c.relname::text ORDER BY c.relname)
-    FROM pg_locks AS l
-    JOIN pg_class AS c ON c.oid = l.relation
-    JOIN pg_namespace AS n ON n.oid = c.relnamespace
-    JOIN pg_stat_activity AS a ON a.pid = l.pid
-    WHERE l.granted AND n.nspname = 'public' AND a.datname = current_database()
-      AND a.wait_event_type = 'Lock' AND c.relkind = 'r'
-"""
-
-
-async def waiting_for_a_lock(url: str, new_load: asyncio.Task) -> None:
-    watcher = await asyncpg.connect(url)
-    try:
-        async with asyncio.timeout(30):
-            while not await watcher.fetchval(WAITING_FOR_A_LOCK):
-                assert not new_load.done()
-                await asyncio.sleep(0.01)
-    finally:
-        await watcher.close()
-
-
-async def test_a_switch_waiting_for_a_review_a_writer_holds_holds_no_other_table(db_url, tmp_path):
-    """A report holds its review, then reads characteristic_reviews: the switch waiting for `reviews` must
-    hold none of the other served tables, or the two deadlock (it dropped `characteristics` CASCADE first,
-    which locked characteristic_reviews too)."""
+@pytest.mark.parametrize(
+    ("holds", "then"),
+    [
+        # A report: its review, then the ratings of its characteristics.
+        (
+            "SELECT 1 FROM public.reviews WHERE id = 1 FOR UPDATE",
+            "SELECT count(*) FROM public.characteristic_reviews",
+        ),
+        # A POST with an Idempotency-Key: the key's table, then reviews (the statement's order).
+        ("SELECT count(*) FROM public.idempotency_keys", "SELECT count(*) FROM public.reviews"),
+    ],
+)
+async def test_a_switch_waiting_for_what_a_writer_holds_holds_nothing_the_writer_wants_next(
+    db_url, tmp_path, holds, then
+):
+    """The switch waiting for a lock must hold none of the tables the writer holding it may take next, or
+    the two deadlock: it dropped `characteristics` CASCADE first (which locked characteristic_reviews too)
+    while a report held its review; it held `reviews` when it came to empty idempotency_keys, which a
+    keyed POST reads before `reviews`."""
     await load(db_url, write_export(tmp_path / "old", reviews=[review(1)]))
     writer = await asyncpg.connect(db_url)
     transaction = writer.transaction()
     await transaction.start()
-    await writer.fetch("SELECT 1 FROM public.reviews WHERE id = 1 FOR UPDATE")
+    await writer.fetch(holds)
     new_load = asyncio.create_task(load(db_url, write_export(tmp_path / "new", reviews=[review(2)])))
     try:
         await waiting_for_a_lock(db_url, new_load)
-        assert await writer.fetchval(HELD_BY_THE_WAITING_SWITCH) is None
-        await writer.fetchval("SELECT count(*) FROM public.characteristic_reviews", timeout=5)
+        wanted_next = then.rsplit("public.", 1)[1]
+        assert wanted_next not in (await writer.fetchval(HELD_BY_THE_WAITING_SWITCH) or [])
+        await writer.fetchval(then, timeout=5)
     finally:
         await transaction.rollback()
         await writer.close()

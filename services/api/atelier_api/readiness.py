@@ -23,10 +23,11 @@ TABLES = [
 MISSING_TABLES = "SELECT name FROM unnest($1::text[]) AS name WHERE to_regclass(name) IS NULL"
 # At least one product: a product is known by its characteristics or its reviews.
 # The first entry of each product index: one index page, however large or however recently emptied the
-# table (an EXISTS over the table itself plans a sequential scan).
+# table (an EXISTS over the table itself plans a sequential scan). `reviews` first, as a load's switch
+# locks them: the other order could deadlock with it during a reload.
 HAS_A_PRODUCT = """
-SELECT (SELECT product_id FROM characteristics ORDER BY product_id LIMIT 1) IS NOT NULL
-    OR (SELECT product_id FROM reviews ORDER BY product_id LIMIT 1) IS NOT NULL
+SELECT (SELECT product_id FROM reviews ORDER BY product_id LIMIT 1) IS NOT NULL
+    OR (SELECT product_id FROM characteristics ORDER BY product_id LIMIT 1) IS NOT NULL
 """
 
 

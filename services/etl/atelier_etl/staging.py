@@ -56,18 +56,23 @@ SERVED_SCHEMA = "public"
 TABLES = tuple(export_file.table for export_file in EXPORT_FILES)
 # What the switch moves in: the export's tables and the summaries computed from them.
 SWITCHED_TABLES = TABLES + summaries.TABLES
-# The served tables, locked up front in the order the API's writers take them (a report: its review, then
-# its product's summary, its characteristics' sums, their ratings), so that while the switch waits for
-# one it holds none that a writer holding the one before could want next. Dropping them one by one
-# instead locked `characteristics` and `characteristic_reviews` first (the export's order), then waited
-# for `reviews`, which a report holds before it reads characteristic_reviews: a deadlock.
+# The served tables, and the API's request tables (04-requests.sql), locked up front in the order the
+# API's writers take them, so that while the switch waits for one it holds none that a writer holding
+# the one before could want next: a POST with an Idempotency-Key reads idempotency_keys before reviews;
+# a report locks its review, then its product's summary, its characteristics' sums, their ratings; a
+# vote, its review and then helpful_votes. Dropping the tables one by one instead locked
+# `characteristics` and `characteristic_reviews` first (the export's order), then waited for `reviews`,
+# which a report holds before it reads characteristic_reviews: a deadlock.
+REQUEST_TABLES = ("helpful_votes", "idempotency_keys")
 LOCK_ORDER = (
+    "idempotency_keys",
     "reviews",
     "product_summaries",
     "characteristic_summaries",
     "characteristic_reviews",
     "characteristics",
     "reviews_photos",
+    "helpful_votes",
 )
 SERVED_TABLE_EXISTS = f"SELECT to_regclass('{SERVED_SCHEMA}.' || $1::text) IS NOT NULL"
 LOCK_SERVED_TABLE = {
@@ -76,7 +81,7 @@ LOCK_SERVED_TABLE = {
 # What the API remembers of requests names reviews of the data being replaced (a vote counted, the review
 # an Idempotency-Key created), and a reload starts the ids the API hands out again past the export's
 # largest: a kept key would replay a review the reload dropped, under an id the next POST takes.
-FORGET_REQUESTS = "TRUNCATE helpful_votes, idempotency_keys"
+FORGET_REQUESTS = f"TRUNCATE {', '.join(REQUEST_TABLES)}"
 # One loader at a time per database: a second one would drop the first one's staging schema.
 ADVISORY_LOCK_KEY = 0x6174656C_6C6F6164  # "atelload"
 # The switch's lock waits: short tries with pauses between them (see switch()).
