@@ -314,7 +314,21 @@ async def test_a_second_loader_at_once_is_refused(db_url, tmp_path):
     conn = await asyncpg.connect(db_url)
     try:
         assert await staging.try_lock(conn)
-        with pytest.raises(LoadError, match="another atelier-load is running"):
+        with pytest.raises(
+            LoadError, match=r"another atelier-load \(or an atelier-verify --repair\) is running"
+        ):
             await load(db_url, write_export(tmp_path))
+    finally:
+        await conn.close()
+
+
+async def test_a_load_if_empty_into_a_database_serving_data_does_not_wait_for_the_lock(db_url, tmp_path):
+    """compose's ETL runs `atelier-load --if-empty` at every `up`: while an atelier-verify --repair holds
+    the loader's lock, it failed ("another atelier-load is running"), and compose then started no API."""
+    await load(db_url, write_export(tmp_path / "first"))
+    conn = await asyncpg.connect(db_url)
+    try:
+        assert await staging.try_lock(conn)  # as a repair holds it
+        assert await load(db_url, write_export(tmp_path / "second"), if_empty=True) is None
     finally:
         await conn.close()

@@ -80,11 +80,15 @@ async def load(
     try:
         conn = await connect(database_url, wait)
         try:
+            # if_empty: nothing is read or written for a database that serves data, and nothing waits for
+            # the lock either (an atelier-verify --repair holds it: compose's ETL runs at every `up`).
+            if report is None and await staging.serves_a_product(conn):
+                return None  # the last load's report stays
             if not await staging.try_lock(conn):
-                raise LoadError("another atelier-load is running against this database")
-            if report is None:  # if_empty: nothing is read or written for a database that serves data
-                if await staging.serves_a_product(conn):
-                    return None  # the last load's report stays
+                raise LoadError(
+                    "another atelier-load (or an atelier-verify --repair) is running against this database"
+                )
+            if report is None:
                 check_inputs(data_dir)
                 report = _open_report(rejects_path)
             try:

@@ -61,13 +61,34 @@ BUILD_CHARACTERISTIC_SUMMARIES = f"""
 
 EMPTY = "TRUNCATE product_summaries, characteristic_summaries"
 
-# Repairs while the API writes (atelier-verify --repair). Every write moves a stored summary and the
+# Repairs while the API writes (atelier-verify --repair). Every write moves a stored summary row and the
 # reviews it sums by the same amount in one transaction, so a row's error (the recomputation minus the
 # stored value, both read in verify's one snapshot) stays the same whatever is written after that
-# snapshot: adding the error to the row as it is now makes it exact, under the row lock each update
-# takes anyway, with no table lock, no rebuild, and no write held back. $1 is the rows' keys, then one
-# array of errors per column (a row missing from the table was read as zeros, so its errors are its
-# values and it is inserted: a write that created it meanwhile added only its own change).
+# snapshot: adding the error to the row as it is now makes it exact, with no table lock, no rebuild, and
+# no write held back. That holds for rows that exist: a write never creates a characteristic's row, and
+# a report skips a missing product row. So a repair first adds every missing row with zeros
+# (ADD_ZERO_*), checks again, and corrects the rows as they then are. $1 is the rows' keys, then one
+# array of errors per column.
+ADD_ZERO_PRODUCT_ROWS = """
+    INSERT INTO product_summaries (product_id, ratings, recommended, not_recommended)
+    SELECT product_id, '{0,0,0,0,0}', 0, 0 FROM unnest($1::integer[]) AS product_id
+    ON CONFLICT (product_id) DO NOTHING
+"""
+ADD_ZERO_CHARACTERISTIC_ROWS = """
+    INSERT INTO characteristic_summaries (characteristic_id, product_id, name, rating_sum, rating_count)
+    SELECT id, product_id, name, 0, 0 FROM characteristics WHERE id = ANY($1::bigint[])
+    ON CONFLICT (characteristic_id) DO NOTHING
+"""
+# A batch's rows locked first, products then characteristics, each in key order: the order the API's
+# writers take them (a product's row, then its characteristics' rows), so a repair and a write wait for
+# each other but never deadlock.
+LOCK_PRODUCT_ROWS = """
+    SELECT FROM product_summaries WHERE product_id = ANY($1::integer[]) ORDER BY product_id FOR UPDATE
+"""
+LOCK_CHARACTERISTIC_ROWS = """
+    SELECT FROM characteristic_summaries WHERE characteristic_id = ANY($1::bigint[])
+    ORDER BY characteristic_id FOR UPDATE
+"""
 CORRECT_PRODUCT_ROWS = """
     UPDATE product_summaries AS s
     SET ratings = ARRAY[s.ratings[1] + e.r1, s.ratings[2] + e.r2, s.ratings[3] + e.r3,
@@ -78,19 +99,6 @@ CORRECT_PRODUCT_ROWS = """
                 $7::integer[], $8::integer[])
          AS e(product_id, r1, r2, r3, r4, r5, recommended, not_recommended)
     WHERE s.product_id = e.product_id
-"""
-ADD_MISSING_PRODUCT_ROWS = """
-    INSERT INTO product_summaries AS s (product_id, ratings, recommended, not_recommended)
-    SELECT e.product_id, ARRAY[e.r1, e.r2, e.r3, e.r4, e.r5], e.recommended, e.not_recommended
-    FROM unnest($1::integer[], $2::integer[], $3::integer[], $4::integer[], $5::integer[], $6::integer[],
-                $7::integer[], $8::integer[])
-         AS e(product_id, r1, r2, r3, r4, r5, recommended, not_recommended)
-    ON CONFLICT (product_id) DO UPDATE
-    SET ratings = ARRAY[s.ratings[1] + excluded.ratings[1], s.ratings[2] + excluded.ratings[2],
-                        s.ratings[3] + excluded.ratings[3], s.ratings[4] + excluded.ratings[4],
-                        s.ratings[5] + excluded.ratings[5]],
-        recommended = s.recommended + excluded.recommended,
-        not_recommended = s.not_recommended + excluded.not_recommended
 """
 # A row of a product without reviews (none is stored for such a product): its errors took it to zeros.
 DROP_EXTRA_PRODUCT_ROWS = """
@@ -106,14 +114,6 @@ CORRECT_CHARACTERISTIC_ROWS = """
     FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::integer[], $5::text[])
          AS e(characteristic_id, rating_sum, rating_count, product_id, name)
     WHERE s.characteristic_id = e.characteristic_id
-"""
-ADD_MISSING_CHARACTERISTIC_ROWS = """
-    INSERT INTO characteristic_summaries AS s (characteristic_id, rating_sum, rating_count, product_id, name)
-    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::integer[], $5::text[])
-    ON CONFLICT (characteristic_id) DO UPDATE
-    SET rating_sum = s.rating_sum + excluded.rating_sum,
-        rating_count = s.rating_count + excluded.rating_count,
-        product_id = excluded.product_id, name = excluded.name
 """
 DROP_EXTRA_CHARACTERISTIC_ROWS = """
     DELETE FROM characteristic_summaries AS s
@@ -136,25 +136,30 @@ async def rebuild(conn: asyncpg.Connection) -> tuple[int, int]:
         return await build(conn)
 
 
-async def correct_products(conn: asyncpg.Connection, stored: list[list], missing: list[list]) -> None:
-    """Add each product row's errors (CORRECT_PRODUCT_ROWS): rows of [product_id, the five star counts'
-    errors, recommended's, not_recommended's], `missing` those of products that had no row. Call inside
-    a transaction."""
-    if stored:
-        await conn.execute(CORRECT_PRODUCT_ROWS, *zip(*stored, strict=True))
-    if missing:
-        await conn.execute(ADD_MISSING_PRODUCT_ROWS, *zip(*missing, strict=True))
-    await conn.execute(DROP_EXTRA_PRODUCT_ROWS, [row[0] for row in stored])
+async def add_zero_rows(
+    conn: asyncpg.Connection, product_ids: list[int], characteristic_ids: list[int]
+) -> None:
+    """Add the missing rows of these products and characteristics, all zeros (ADD_ZERO_PRODUCT_ROWS)."""
+    async with conn.transaction():
+        await conn.execute(ADD_ZERO_PRODUCT_ROWS, product_ids)
+        await conn.execute(ADD_ZERO_CHARACTERISTIC_ROWS, characteristic_ids)
 
 
-async def correct_characteristics(conn: asyncpg.Connection, stored: list[list], missing: list[list]) -> None:
-    """The same for characteristic rows: [characteristic_id, rating_sum's error, rating_count's, then the
-    product_id and name to set (None: keep)]."""
-    if stored:
-        await conn.execute(CORRECT_CHARACTERISTIC_ROWS, *zip(*stored, strict=True))
-    if missing:
-        await conn.execute(ADD_MISSING_CHARACTERISTIC_ROWS, *zip(*missing, strict=True))
-    await conn.execute(DROP_EXTRA_CHARACTERISTIC_ROWS, [row[0] for row in stored])
+async def correct(
+    conn: asyncpg.Connection, lock_products: list[int], products: list[list], characteristics: list[list]
+) -> None:
+    """Add each row's errors to it, inside the caller's transaction: `products` rows of [product_id, the
+    five star counts' errors, recommended's, not_recommended's], `characteristics` rows of
+    [characteristic_id, rating_sum's error, rating_count's, the product_id and name to set (None:
+    keep)]. `lock_products`: every product whose rows these are, locked first (LOCK_PRODUCT_ROWS)."""
+    await conn.execute(LOCK_PRODUCT_ROWS, sorted(lock_products))
+    await conn.execute(LOCK_CHARACTERISTIC_ROWS, sorted(row[0] for row in characteristics))
+    if products:
+        await conn.execute(CORRECT_PRODUCT_ROWS, *zip(*products, strict=True))
+        await conn.execute(DROP_EXTRA_PRODUCT_ROWS, [row[0] for row in products])
+    if characteristics:
+        await conn.execute(CORRECT_CHARACTERISTIC_ROWS, *zip(*characteristics, strict=True))
+        await conn.execute(DROP_EXTRA_CHARACTERISTIC_ROWS, [row[0] for row in characteristics])
 
 
 def _row_count(status: str) -> int:

@@ -26,6 +26,7 @@ from atelier_etl.load import LoadError, connect
 
 EXAMPLES = 20  # differences listed per table; all of them are counted
 REPAIR_BATCH = 5_000  # rows of each table corrected per transaction
+REPAIR_ATTEMPTS = 5  # tries of a batch rolled back to end a deadlock
 
 # The counts of each product's reviews that are not reported, per star then per product, against the
 # stored row (every product with a review has one, even when all its reviews are reported).
@@ -143,51 +144,64 @@ async def run(database_url: str, repair: bool) -> Verification:
             raise LoadError("an atelier-load is running against this database; repair after it")
         result = await verify(conn)
         if repair and result.differences:
-            await correct(conn, result.rows)
+            await repair_rows(conn, result)
             result.repaired = True
     finally:
         await conn.close()
     return result
 
 
-async def correct(conn: asyncpg.Connection, rows: dict[str, list[asyncpg.Record]]) -> None:
-    """Add each differing row's error to it (summaries.CORRECT_PRODUCT_ROWS), REPAIR_BATCH rows per
-    transaction; each transaction also tells the API's replicas to drop every cached answer."""
-    products = [_product_errors(row) for row in rows["products"]]
-    characteristics = [_characteristic_errors(row) for row in rows["characteristics"]]
+async def repair_rows(conn: asyncpg.Connection, found: Verification) -> None:
+    """Correct every differing row in place (summaries.py says why it is exact while the API writes):
+    missing rows are added as zeros and checked again first; then REPAIR_BATCH rows of each table per
+    transaction, each telling the API's replicas to drop every cached answer. A batch PostgreSQL rolls
+    back to end a deadlock (a session locking rows in another order than the API) is tried again."""
+    missing_products = [row["product_id"] for row in found.rows["products"] if row["stored_ratings"] is None]
+    missing_characteristics = [
+        row["characteristic_id"] for row in found.rows["characteristics"] if row["stored_name"] is None
+    ]
+    if missing_products or missing_characteristics:
+        await summaries.add_zero_rows(conn, missing_products, missing_characteristics)
+        found = await verify(conn)  # every row's error, now that every row is stored
+    # A row still missing was removed meanwhile (by a load, which the lock rules out, or by hand): left.
+    product_rows = [row for row in found.rows["products"] if row["stored_ratings"] is not None]
+    characteristic_rows = [row for row in found.rows["characteristics"] if row["stored_name"] is not None]
+    products = [_product_errors(row) for row in product_rows]
+    characteristics = [_characteristic_errors(row) for row in characteristic_rows]
     for start in range(0, max(len(products), len(characteristics)), REPAIR_BATCH):
         batch = slice(start, start + REPAIR_BATCH)
-        async with conn.transaction():
-            stored, missing = _split(products[batch])
-            await summaries.correct_products(conn, stored, missing)
-            stored, missing = _split(characteristics[batch])
-            await summaries.correct_characteristics(conn, stored, missing)
-            await staging.notify_everything(conn)
+        # The products of the batch's characteristics too: the API locks a product's row before its
+        # characteristics' rows.
+        lock_products = {row["product_id"] for row in product_rows[batch] + characteristic_rows[batch]}
+        for attempt in range(1, REPAIR_ATTEMPTS + 1):
+            try:
+                async with conn.transaction():
+                    await summaries.correct(
+                        conn, list(lock_products), products[batch], characteristics[batch]
+                    )
+                    await staging.notify_everything(conn)
+                break
+            except asyncpg.DeadlockDetectedError:
+                if attempt == REPAIR_ATTEMPTS:
+                    raise
 
 
-def _product_errors(row: asyncpg.Record) -> tuple[bool, list[Any]]:
-    """(whether a row is stored, [product_id, each column's error]): recomputed minus stored, a side
-    that has no row counting as zeros."""
+def _product_errors(row: asyncpg.Record) -> list[Any]:
+    """[product_id, each column's error]: recomputed minus stored, no recomputed row counting as zeros
+    (a product without reviews)."""
     expected = [*(row["expected_ratings"] or [0] * 5), row["expected_recommended"] or 0]
     expected.append(row["expected_not_recommended"] or 0)
-    stored = [*(row["stored_ratings"] or [0] * 5), row["stored_recommended"] or 0]
-    stored.append(row["stored_not_recommended"] or 0)
-    errors = [e - s for e, s in zip(expected, stored, strict=True)]
-    return row["stored_ratings"] is not None, [row["product_id"], *errors]
+    stored = [*row["stored_ratings"], row["stored_recommended"], row["stored_not_recommended"]]
+    return [row["product_id"], *(e - s for e, s in zip(expected, stored, strict=True))]
 
 
-def _characteristic_errors(row: asyncpg.Record) -> tuple[bool, list[Any]]:
+def _characteristic_errors(row: asyncpg.Record) -> list[Any]:
+    """[characteristic_id, the sum's and the count's errors, the product_id and name to set]."""
     errors = [
-        (row["expected_sum"] or 0) - (row["stored_sum"] or 0),
-        (row["expected_count"] or 0) - (row["stored_count"] or 0),
+        (row["expected_sum"] or 0) - row["stored_sum"],
+        (row["expected_count"] or 0) - row["stored_count"],
     ]
-    named = [row["expected_product_id"], row["expected_name"]]
-    return row["stored_name"] is not None, [row["characteristic_id"], *errors, *named]
-
-
-def _split(rows: list[tuple[bool, list[Any]]]) -> tuple[list[list[Any]], list[list[Any]]]:
-    """The rows stored, and the rows missing from the table."""
-    return [row for stored, row in rows if stored], [row for stored, row in rows if not stored]
+    return [row["characteristic_id"], *errors, row["expected_product_id"], row["expected_name"]]
 
 
 EPILOG = """\
@@ -246,7 +260,7 @@ def _print(result: Verification) -> None:
         for example in result.examples.get(table, []):
             print("  " + json.dumps(example, default=str))
     if result.repaired:
-        print("repaired: both summary tables were rebuilt from the reviews")
+        print("repaired: every row that differed was corrected in place")
 
 
 if __name__ == "__main__":
