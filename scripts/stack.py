@@ -211,7 +211,10 @@ def generate(out: Path, products: int, env: dict[str, str]) -> None:
         log(f"sample export of {products} products already in {out}")
         return
     log(f"generating a sample export of {products} products into {out}")
-    run([BIN / "atelier-generate", "--out", out, "--products", str(products)], env)
+    # A folder of DATA_DIR is the project's own: files there without a manifest are a generation that
+    # was cut short (by a generator before 2026-12-08, which wrote in place), never a real export.
+    own = ["--force"] if out.resolve().is_relative_to(DATA_DIR) else []
+    run([BIN / "atelier-generate", "--out", out, "--products", str(products), *own], env)
 
 
 def nginx_binary() -> str:

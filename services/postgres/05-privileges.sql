@@ -34,21 +34,16 @@ EXCEPTION WHEN duplicate_object OR unique_violation THEN
 END
 $$;
 
--- PostgreSQL before 15 let PUBLIC create tables in `public`; 15 and later do not. Close it where this
--- role may (it owns the schema or is a superuser), so the API's role cannot create tables on any version.
+-- PostgreSQL before 15 let PUBLIC create tables in `public`; 15 and later do not. And PUBLIC may create
+-- temporary tables in every database by default: DDL all the same, and disk the API's role could fill.
+-- Both are closed where this role may (it owns the schema, the database, or is a superuser), so the
+-- API's role creates no table of any kind on any version. The database's owner keeps its own.
 DO $$
 BEGIN
     IF pg_has_role(current_user,
                    (SELECT nspowner FROM pg_namespace WHERE nspname = current_schema()), 'USAGE') THEN
         EXECUTE format('REVOKE CREATE ON SCHEMA %I FROM PUBLIC', current_schema());
     END IF;
-END
-$$;
-
--- Temporary tables too: PUBLIC may create them in every database by default, and a temporary table is
--- DDL all the same (and disk the API's role could fill). The database's owner keeps the privilege.
-DO $$
-BEGIN
     IF pg_has_role(current_user,
                    (SELECT datdba FROM pg_database WHERE datname = current_database()), 'USAGE') THEN
         EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC', current_database());
