@@ -89,6 +89,8 @@ async def load(
                     "another atelier-load (or an atelier-verify --repair) is running against this database"
                 )
             if report is None:
+                if await staging.serves_a_product(conn):  # another load switched in between
+                    return None
                 check_inputs(data_dir)
                 report = _open_report(rejects_path)
             try:

@@ -101,13 +101,15 @@ TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
 # Whether the served tables hold a product: a characteristic or a review, as the API's /readyz asks it
 # (the first entry of each product index). `atelier-load --if-empty` then leaves them alone. Tables that
 # are missing hold none (the second query would fail on them, so it runs only when both exist).
+# `reviews` first, as the switch locks them (LOCK_ORDER): the other order could deadlock with another
+# loader's switch.
 SERVED_TABLES_EXIST = f"""
 SELECT to_regclass('{SERVED_SCHEMA}.characteristics') IS NOT NULL
     AND to_regclass('{SERVED_SCHEMA}.reviews') IS NOT NULL
 """
 HAS_A_PRODUCT = f"""
-SELECT (SELECT product_id FROM {SERVED_SCHEMA}.characteristics ORDER BY product_id LIMIT 1) IS NOT NULL
-    OR (SELECT product_id FROM {SERVED_SCHEMA}.reviews ORDER BY product_id LIMIT 1) IS NOT NULL
+SELECT (SELECT product_id FROM {SERVED_SCHEMA}.reviews ORDER BY product_id LIMIT 1) IS NOT NULL
+    OR (SELECT product_id FROM {SERVED_SCHEMA}.characteristics ORDER BY product_id LIMIT 1) IS NOT NULL
 """
 
 # The API replicas' change channel (atelier_api/changes.py; a test keeps the names equal): `*` = everything.

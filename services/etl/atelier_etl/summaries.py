@@ -13,10 +13,8 @@ import asyncpg
 
 TABLES = ("product_summaries", "characteristic_summaries")
 
-# Every product with a review, reported or not; reported reviews count nowhere.
-PRODUCT_SUMMARY_ROWS = """
-    SELECT
-        product_id,
+# A product's counts over its reviews; reported reviews count nowhere.
+PRODUCT_COUNTS = """
         ARRAY[
             count(*) FILTER (WHERE rating = 1 AND NOT reported),
             count(*) FILTER (WHERE rating = 2 AND NOT reported),
@@ -26,6 +24,10 @@ PRODUCT_SUMMARY_ROWS = """
         ]::integer[] AS ratings,
         (count(*) FILTER (WHERE recommend AND NOT reported))::integer AS recommended,
         (count(*) FILTER (WHERE NOT recommend AND NOT reported))::integer AS not_recommended
+"""
+# Every product with a review, reported or not.
+PRODUCT_SUMMARY_ROWS = f"""
+    SELECT product_id, {PRODUCT_COUNTS}
     FROM reviews
     GROUP BY product_id
 """
@@ -66,17 +68,26 @@ EMPTY = "TRUNCATE product_summaries, characteristic_summaries"
 # stored value, both read in verify's one snapshot) stays the same whatever is written after that
 # snapshot: adding the error to the row as it is now makes it exact, with no table lock, no rebuild, and
 # no write held back. That holds for rows that exist: a write never creates a characteristic's row, and
-# a report skips a missing product row. So a repair first adds every missing row with zeros
-# (ADD_ZERO_*), checks again, and corrects the rows as they then are. $1 is the rows' keys, then one
-# array of errors per column.
-ADD_ZERO_PRODUCT_ROWS = """
+# a report skips a missing product row. So a repair first adds every missing row, computed from the
+# reviews (ADD_MISSING_*; not zeros, which a report would take below zero against the CHECKs), checks
+# again, and corrects the rows as they then are. $1 is the rows' keys, then one array of errors per
+# column.
+ADD_MISSING_PRODUCT_ROWS = f"""
     INSERT INTO product_summaries (product_id, ratings, recommended, not_recommended)
-    SELECT product_id, '{0,0,0,0,0}', 0, 0 FROM unnest($1::integer[]) AS product_id
+    SELECT product_id, {PRODUCT_COUNTS}
+    FROM reviews
+    WHERE product_id = ANY($1::integer[])
+    GROUP BY product_id
     ON CONFLICT (product_id) DO NOTHING
 """
-ADD_ZERO_CHARACTERISTIC_ROWS = """
+ADD_MISSING_CHARACTERISTIC_ROWS = """
     INSERT INTO characteristic_summaries (characteristic_id, product_id, name, rating_sum, rating_count)
-    SELECT id, product_id, name, 0, 0 FROM characteristics WHERE id = ANY($1::bigint[])
+    SELECT c.id, c.product_id, c.name, coalesce(sum(cr.value), 0), count(cr.value)
+    FROM characteristics AS c
+    LEFT JOIN (characteristic_reviews AS cr JOIN reviews AS r ON r.id = cr.review_id AND NOT r.reported)
+           ON cr.characteristic_id = c.id
+    WHERE c.id = ANY($1::bigint[])
+    GROUP BY c.id, c.product_id, c.name
     ON CONFLICT (characteristic_id) DO NOTHING
 """
 # A batch's rows locked first, products then characteristics, each in key order: the order the API's
@@ -136,13 +147,13 @@ async def rebuild(conn: asyncpg.Connection) -> tuple[int, int]:
         return await build(conn)
 
 
-async def add_zero_rows(
+async def add_missing_rows(
     conn: asyncpg.Connection, product_ids: list[int], characteristic_ids: list[int]
 ) -> None:
-    """Add the missing rows of these products and characteristics, all zeros (ADD_ZERO_PRODUCT_ROWS)."""
+    """Add these products' and characteristics' rows, computed from the reviews, where still missing."""
     async with conn.transaction():
-        await conn.execute(ADD_ZERO_PRODUCT_ROWS, product_ids)
-        await conn.execute(ADD_ZERO_CHARACTERISTIC_ROWS, characteristic_ids)
+        await conn.execute(ADD_MISSING_PRODUCT_ROWS, product_ids)
+        await conn.execute(ADD_MISSING_CHARACTERISTIC_ROWS, characteristic_ids)
 
 
 async def correct(

@@ -107,6 +107,8 @@ class Verification:
     characteristic_differences: int = 0
     examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     repaired: bool = False
+    # After a repair: the differences a check run after it found (0 when it worked).
+    remaining: int | None = None
     # Every differing row (the examples are the first few), what --repair corrects; not printed.
     rows: dict[str, list[asyncpg.Record]] = field(default_factory=dict, repr=False)
 
@@ -146,6 +148,7 @@ async def run(database_url: str, repair: bool) -> Verification:
         if repair and result.differences:
             await repair_rows(conn, result)
             result.repaired = True
+            result.remaining = (await verify(conn)).differences
     finally:
         await conn.close()
     return result
@@ -153,15 +156,16 @@ async def run(database_url: str, repair: bool) -> Verification:
 
 async def repair_rows(conn: asyncpg.Connection, found: Verification) -> None:
     """Correct every differing row in place (summaries.py says why it is exact while the API writes):
-    missing rows are added as zeros and checked again first; then REPAIR_BATCH rows of each table per
-    transaction, each telling the API's replicas to drop every cached answer. A batch PostgreSQL rolls
-    back to end a deadlock (a session locking rows in another order than the API) is tried again."""
+    missing rows are added (computed from the reviews) and checked again first; then REPAIR_BATCH rows
+    of each table per transaction, each telling the API's replicas to drop every cached answer. A batch
+    PostgreSQL rolls back to end a deadlock (a session locking rows in another order than the API) is
+    tried again."""
     missing_products = [row["product_id"] for row in found.rows["products"] if row["stored_ratings"] is None]
     missing_characteristics = [
         row["characteristic_id"] for row in found.rows["characteristics"] if row["stored_name"] is None
     ]
     if missing_products or missing_characteristics:
-        await summaries.add_zero_rows(conn, missing_products, missing_characteristics)
+        await summaries.add_missing_rows(conn, missing_products, missing_characteristics)
         found = await verify(conn)  # every row's error, now that every row is stored
     # A row still missing was removed meanwhile (by a load, which the lock rules out, or by hand): left.
     product_rows = [row for row in found.rows["products"] if row["stored_ratings"] is not None]
@@ -206,7 +210,8 @@ def _characteristic_errors(row: asyncpg.Record) -> list[Any]:
 
 EPILOG = """\
 exit codes:
-  0    the stored summaries equal the recomputation (or --repair corrected them)
+  0    the stored summaries equal the recomputation (or --repair corrected them, and a check after
+       it found none)
   1    differences found (listed), or the check failed (database unreachable, SQL error, ...)
   2    usage error
 
@@ -244,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(result.as_dict(), default=str))
     else:
         _print(result)
-    return 0 if result.differences == 0 or result.repaired else 1
+    return 0 if result.differences == 0 or result.remaining == 0 else 1
 
 
 def _print(result: Verification) -> None:
@@ -260,7 +265,10 @@ def _print(result: Verification) -> None:
         for example in result.examples.get(table, []):
             print("  " + json.dumps(example, default=str))
     if result.repaired:
-        print("repaired: every row that differed was corrected in place")
+        print(
+            "repaired: every row that differed was corrected in place; "
+            f"a check after the repair found {result.remaining} differences"
+        )
 
 
 if __name__ == "__main__":
