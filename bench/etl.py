@@ -145,7 +145,6 @@ def main() -> None:
             "--products",
             str(args.products),
             "--no-progress",
-            "--force",  # its own folder (DATA_DIR): files without a manifest are a run cut short
         ]
         generate_seconds, generate_rss = timed_child(generate, dict(os.environ))
         print(f"bench: generated in {generate_seconds:.1f} s, peak RSS {generate_rss / 2**20:.0f} MB")

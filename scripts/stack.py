@@ -210,11 +210,16 @@ def generate(out: Path, products: int, env: dict[str, str]) -> None:
     if manifest.exists() and f'"products": {products},' in manifest.read_text():
         log(f"sample export of {products} products already in {out}")
         return
+    if not manifest.exists() and (out / "reviews.csv").exists():
+        # Export files the generator did not finish or did not write: a run cut short by a generator
+        # before 2026-12-08 (which wrote in place), or an export of yours. Neither is replaced unasked.
+        raise SystemExit(
+            f"stack: {out} holds export files but no manifest.json: a generation cut short (delete the "
+            f"folder and run again) or an export of your own (load it with "
+            f".venv/bin/atelier-load --data {out})"
+        )
     log(f"generating a sample export of {products} products into {out}")
-    # A folder of DATA_DIR is the project's own: files there without a manifest are a generation that
-    # was cut short (by a generator before 2026-12-08, which wrote in place), never a real export.
-    own = ["--force"] if out.resolve().is_relative_to(DATA_DIR) else []
-    run([BIN / "atelier-generate", "--out", out, "--products", str(products), *own], env)
+    run([BIN / "atelier-generate", "--out", out, "--products", str(products)], env)
 
 
 def nginx_binary() -> str:

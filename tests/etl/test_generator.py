@@ -370,26 +370,16 @@ def test_the_cli_refuses_to_replace_an_export_it_did_not_write(
     assert main(["--out", str(tmp_path), "--products", "20", "--no-progress"]) == 0  # its own: replaced
 
 
-def test_the_stack_regenerates_its_own_folder_after_a_run_cut_short(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_the_stack_names_export_files_it_did_not_finish_and_leaves_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    """A generator before this one wrote in place: Ctrl-C left CSVs without a manifest in the stack's own
-    folder, which the generator now refuses without --force. `make up`/`make load` (stack.generate) give
-    it for folders under DATA_DIR only; a folder elsewhere is refused as before."""
+    """`make up`/`make load` (stack.generate) regenerate a folder without manifest.json. Files there
+    without one are a run cut short (a generator before this one wrote in place) or a user's own export:
+    the generator refuses both now, and the stack says which it may be and what to do."""
     sys.path.insert(0, str(Path(__file__).parents[2] / "scripts"))
     import stack
 
-    monkeypatch.setattr(stack, "DATA_DIR", tmp_path.resolve())
-    env = {"PATH": os.environ["PATH"]}
-    own = tmp_path / "sample"
-    own.mkdir()
-    (own / "reviews.csv").write_text("cut short\n")
-    stack.generate(own, 20, env)
-    assert json.loads((own / "manifest.json").read_text())["products"] == 20
-
-    elsewhere = tmp_path.parent / f"{tmp_path.name}-theirs"
-    elsewhere.mkdir()
-    (elsewhere / "reviews.csv").write_text("a real export\n")
-    with pytest.raises(SystemExit, match="exit code 2"):
-        stack.generate(elsewhere, 20, env)
-    assert (elsewhere / "reviews.csv").read_text() == "a real export\n"
+    (tmp_path / "reviews.csv").write_text("an export\n")
+    with pytest.raises(SystemExit, match="holds export files but no manifest.json.*atelier-load --data"):
+        stack.generate(tmp_path, 20, {"PATH": os.environ["PATH"]})
+    assert (tmp_path / "reviews.csv").read_text() == "an export\n"
