@@ -56,6 +56,10 @@ FILES = tuple(HEADERS)
 DEFAULT_PRODUCTS = 1_000_011
 MAX_PRODUCTS = 2_147_483_647  # product_id is a Postgres integer
 CHUNK_PRODUCTS = 2_000  # part of the output: changing it changes every file
+# One product in 2**GAP_BITS (never the first) starts each file's ids 1-4 past where the previous
+# product's ended: the real export's ids are not dense, and a loader must not count on them being so.
+# A product's own rows keep consecutive ids (the dirty rows find them from its first ids).
+GAP_BITS = 4
 MANIFEST = "manifest.json"
 PARTIAL_SUFFIX = ".partial"  # a file being written; renamed once every file is complete
 BOM = b"\xef\xbb\xbf"
@@ -89,8 +93,12 @@ def clean_chunk(
     products = []
 
     for product_id in product_ids:
+        if product_id > 1 and not bits(GAP_BITS):  # ids are not dense (data.md): a gap in each file's ids
+            review_id, photo_id = review_id + 1 + bits(2), photo_id + 1 + bits(2)
+            characteristic_id, rating_id = characteristic_id + 1 + bits(2), rating_id + 1 + bits(2)
         characteristic_names = characteristic_sets[bits(12)]
         first_characteristic_id, first_review_id, first_rating_id = characteristic_id, review_id, rating_id
+        first_photo_id = photo_id
         for name in characteristic_names:
             add_characteristic(f"{characteristic_id},{product_id},{name}{eol}")
             characteristic_id += 1
@@ -121,6 +129,8 @@ def clean_chunk(
                 first_review_id,
                 review_count,
                 first_rating_id,
+                first_photo_id,
+                photo_id - first_photo_id,
             )
         )
 

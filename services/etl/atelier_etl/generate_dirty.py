@@ -70,6 +70,8 @@ class ProductRows(NamedTuple):
     first_review_id: int
     reviews: int
     first_rating_id: int  # ratings run review by review, each over all the product's characteristics
+    first_photo_id: int
+    photos: int
 
 
 class DirtyRows:
@@ -87,6 +89,7 @@ class DirtyRows:
         # The products dirty rows point at: the latest chunk that had a review (chunk 0 always does).
         self._products: list[ProductRows] = []
         self._reviewed: list[ProductRows] = []
+        self._with_photos: list[ProductRows] = []  # the latest chunk's with a photo (product 1 has one)
 
     def total(self, name: str) -> int:
         return self._totals[name]
@@ -99,8 +102,9 @@ class DirtyRows:
             return rows
         placed = []
         for _ in range(wanted):
-            row, after_id = self._row(name, rng, last_clean_id=self.clean[name])
-            placed.append((rng.randint(max(0, after_id - first_id + 1), len(rows)), row))
+            row, after_id = self._row(name, rng)
+            # Past the row of id after_id: ids grow at least as fast as positions (gaps only add to them).
+            placed.append((rng.randint(min(len(rows), max(0, after_id - first_id + 1)), len(rows)), row))
         placed.sort(key=lambda item: item[0])
         mixed: list[str] = []
         start = 0
@@ -116,20 +120,23 @@ class DirtyRows:
         if self.rate == 0:
             return []
         missing = len(KINDS[name]) - self.total(name)
-        return [self._row(name, rng, last_clean_id=self.clean[name])[0] for _ in range(missing)]
+        return [self._row(name, rng)[0] for _ in range(missing)]
 
     def see_chunk(self, products: list[ProductRows]) -> None:
         reviewed = [product for product in products if product.reviews]
         if reviewed:
             self._products, self._reviewed = products, reviewed
+        with_photos = [product for product in products if product.photos]
+        if with_photos:
+            self._with_photos = with_photos
 
-    def _row(self, name: str, rng: random.Random, last_clean_id: int) -> tuple[str, int]:
+    def _row(self, name: str, rng: random.Random) -> tuple[str, int]:
         """One dirty row of the file's next kind, and the clean id it must come after (0: none)."""
         kind = KINDS[name][self.total(name) % len(KINDS[name])]
         self.dirty[name][kind] += 1
         self._totals[name] += 1
         self._fresh_ids[name] += 1
-        fields, after_id = _BUILDERS[name](self, kind, rng, last_clean_id)
+        fields, after_id = _BUILDERS[name](self, kind, rng)
         if kind == "non_numeric_id":
             fields[0] = rng.choice(NON_NUMERIC_IDS).format(n=rng.randrange(1, 1000))
         elif kind == "wrong_column_count":
@@ -143,7 +150,7 @@ class DirtyRows:
         self._dangling_id += 1
         return str(self._dangling_id)
 
-    def _review(self, kind: str, rng: random.Random, last_clean_id: int) -> tuple[list[str], int]:
+    def _review(self, kind: str, rng: random.Random) -> tuple[list[str], int]:
         pools = self.pools
         product = rng.choice(self._products)
         fields = [
@@ -173,31 +180,32 @@ class DirtyRows:
             fields[6] = rng.choice(BAD_BOOLEANS)
         return fields, after_id
 
-    def _photo(self, kind: str, rng: random.Random, last_clean_id: int) -> tuple[list[str], int]:
+    def _photo(self, kind: str, rng: random.Random) -> tuple[list[str], int]:
         product = rng.choice(self._reviewed)
         review_id = product.first_review_id + rng.randrange(product.reviews)
         fields = [self._fresh_id(PHOTOS), str(review_id), rng.choice(self.pools.photo_urls)]
         after_id = 0
         if kind == "duplicate_id":
             # A url no clean photo has, so the duplicate's content always differs from the original's.
-            after_id = rng.randint(1, last_clean_id)
+            photographed = rng.choice(self._with_photos)
+            after_id = photographed.first_photo_id + rng.randrange(photographed.photos)
             fields[0], fields[2] = str(after_id), quote(photo_url(rng) + "&dup=1")
         elif kind == "missing_review":
             fields[1] = self._dangling()
         return fields, after_id
 
-    def _characteristic(self, kind: str, rng: random.Random, last_clean_id: int) -> tuple[list[str], int]:
+    def _characteristic(self, kind: str, rng: random.Random) -> tuple[list[str], int]:
         product = rng.choice(self._products)
         fields = [self._fresh_id(CHARACTERISTICS), str(product.product_id), rng.choice(QUOTED_NAMES)]
         after_id = 0
         if kind == "duplicate_id":
             # A name the product does not have: differs from the duplicated row whichever product it is of.
-            after_id = rng.randint(1, last_clean_id)
+            after_id = product.first_characteristic_id + rng.randrange(product.characteristics)
             unused = [name for name in QUOTED_NAMES if name not in product.names]
             fields[0], fields[2] = str(after_id), rng.choice(unused)
         return fields, after_id
 
-    def _rating(self, kind: str, rng: random.Random, last_clean_id: int) -> tuple[list[str], int]:
+    def _rating(self, kind: str, rng: random.Random) -> tuple[list[str], int]:
         product = rng.choice(self._reviewed)
         nth_review, nth_characteristic = (
             rng.randrange(product.reviews),
