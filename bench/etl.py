@@ -136,7 +136,7 @@ def main() -> None:
     args = parser.parse_args()
 
     export = args.export or stack.DATA_DIR / f"bench-export-{args.products}"  # DATA_DIR as make up reads it
-    if not (export / "manifest.json").exists() and not args.export:
+    if not args.export and not stack.generated(export, args.products):
         print(f"bench: generating {args.products:,} products into {export}", flush=True)
         generate = [
             str(BIN / "atelier-generate"),

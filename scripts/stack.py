@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import secrets
@@ -205,9 +206,20 @@ def run(args: list[str | Path], env: dict[str, str]) -> None:
         raise SystemExit(f"stack: {Path(args[0]).name} failed with exit code {result.returncode}")
 
 
+def generated(out: Path, products: int) -> bool:
+    """Whether `out` holds an export of `products` products by this version of the generator."""
+    from atelier_etl.generate import GENERATOR_VERSION, MANIFEST
+
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return manifest.get("products") == products and manifest.get("generator_version") == GENERATOR_VERSION
+
+
 def generate(out: Path, products: int, env: dict[str, str]) -> None:
     manifest = out / "manifest.json"
-    if manifest.exists() and f'"products": {products},' in manifest.read_text():
+    if generated(out, products):
         log(f"sample export of {products} products already in {out}")
         return
     if not manifest.exists() and (out / "reviews.csv").exists():

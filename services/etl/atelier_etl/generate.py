@@ -61,6 +61,9 @@ CHUNK_PRODUCTS = 2_000  # part of the output: changing it changes every file
 # A product's own rows keep consecutive ids (the dirty rows find them from its first ids).
 GAP_BITS = 4
 MANIFEST = "manifest.json"
+# In manifest.json: which generator wrote the files. Raised when the same arguments give other bytes
+# (2: ids with gaps), so that a folder written before is generated again, not reused (stack.generate).
+GENERATOR_VERSION = 2
 PARTIAL_SUFFIX = ".partial"  # a file being written; renamed once every file is complete
 BOM = b"\xef\xbb\xbf"
 
@@ -218,6 +221,7 @@ def _write(options: Options, paths: dict[str, Path], advance: Callable[[int], ob
             file.write("".join(dirty.tail(name, tail_rng)).encode())
 
     manifest = {
+        "generator_version": GENERATOR_VERSION,
         "seed": options.seed,
         "products": options.products,
         "dirty_rate": options.dirty_rate,
