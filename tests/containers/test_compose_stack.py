@@ -120,6 +120,28 @@ def test_the_etl_completed_and_three_replicas_serve(compose):
     assert (nginx.State, nginx.Health) == ("running", "healthy")
 
 
+def test_a_replica_the_engine_stops_drains_and_exits_0(compose):
+    """`docker stop` (and `docker compose stop`/`down`) give a container its stop grace period, then
+    SIGKILL: left to the engine, Podman's was 0, and every replica was killed (137) without draining.
+    compose.yaml sets it above SHUTDOWN_TIMEOUT."""
+    container = api_containers(compose)[0].ID
+    try:
+        subprocess.run(["docker", "stop", container], check=True, capture_output=True, timeout=60)
+        inspect = ["docker", "inspect", "--format", "{{.State.ExitCode}}", container]
+        code = subprocess.run(inspect, check=True, capture_output=True, text=True, timeout=60).stdout
+        logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True, timeout=60)
+        output = logs.stdout + logs.stderr
+        assert code.strip() == "0", output[-2000:]
+        assert "received SIGTERM" in output and "stopped; database pool closed" in output
+    finally:
+        subprocess.run(["docker", "start", container], check=True, capture_output=True, timeout=60)
+        health = ["docker", "inspect", "--format", "{{.State.Health.Status}}", container]
+        deadline = time.monotonic() + 60
+        while subprocess.run(health, capture_output=True, text=True, timeout=60).stdout.strip() != "healthy":
+            assert time.monotonic() < deadline, "the replica did not become healthy again"
+            time.sleep(0.5)
+
+
 def test_nginx_renders_its_trusted_proxies_from_the_setting(compose):
     """The image sources its 15-real-ip.envsh before rendering the template, so NGINX_TRUSTED_PROXIES
     reaches nginx's configuration. What the directives do: tests/e2e/test_limits.py, on a local nginx."""
