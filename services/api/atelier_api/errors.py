@@ -137,14 +137,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         # nothing of the request was done and the same request may simply be sent again. API writes
         # never deadlock among themselves (one lock order); a load's switch or an operator's
         # transaction taking locks in another order can.
-        log.warning(
-            "transaction rolled back by the database: %s %s: %r",
-            request.method,
-            request.path,
-            error,
-            extra={"request_id": request_id(request)},
-        )
-        return json_error(503, ROLLED_BACK, headers={"Retry-After": "1"})
+        return _retry_later(request, error, "transaction rolled back by the database", ROLLED_BACK)
     except Exception as error:
         if not lost_the_database(error):
             # Logged here, once, with the traceback and the request id the client sees in X-Request-Id;
@@ -156,14 +149,21 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 extra={"request_id": request_id(request)},
             )
             return json_error(500, "internal server error")
-        log.warning(
-            "database unavailable: %s %s: %r",
-            request.method,
-            request.path,
-            error,
-            extra={"request_id": request_id(request)},
-        )
-        return json_error(503, "database unavailable", headers={"Retry-After": "1"})
+        return _retry_later(request, error, "database unavailable", "database unavailable")
+
+
+def _retry_later(request: web.Request, error: Exception, logged: str, message: str) -> web.Response:
+    """503 with Retry-After for a failure the same request may simply retry; one warning line, no
+    traceback (the failure is the database's, not a bug)."""
+    log.warning(
+        "%s: %s %s: %r",
+        logged,
+        request.method,
+        request.path,
+        error,
+        extra={"request_id": request_id(request)},
+    )
+    return json_error(503, message, headers={"Retry-After": "1"})
 
 
 def lost_the_database(error: BaseException) -> bool:

@@ -106,8 +106,7 @@ class Verification:
     product_differences: int = 0
     characteristic_differences: int = 0
     examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    repaired: bool = False
-    # After a repair: the differences a check run after it found (0 when it worked).
+    # After a repair: the differences a check run after it found (0 when it worked); None: no repair.
     remaining: int | None = None
     # Every differing row (the examples are the first few), what --repair corrects; not printed.
     rows: dict[str, list[asyncpg.Record]] = field(default_factory=dict, repr=False)
@@ -116,9 +115,14 @@ class Verification:
     def differences(self) -> int:
         return self.product_differences + self.characteristic_differences
 
+    @property
+    def repaired(self) -> bool:
+        return self.remaining is not None
+
     def as_dict(self) -> dict[str, Any]:
         shown = {each.name: getattr(self, each.name) for each in fields(self) if each.name != "rows"}
-        return shown | {"differences": self.differences, "ok": self.differences == 0}
+        derived = {"repaired": self.repaired, "differences": self.differences, "ok": self.differences == 0}
+        return shown | derived
 
 
 async def verify(conn: asyncpg.Connection) -> Verification:
@@ -147,7 +151,6 @@ async def run(database_url: str, repair: bool) -> Verification:
         result = await verify(conn)
         if repair and result.differences:
             await repair_rows(conn, result)
-            result.repaired = True
             result.remaining = (await verify(conn)).differences
     finally:
         await conn.close()
