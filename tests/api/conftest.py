@@ -15,6 +15,7 @@ from pytest_aiohttp import AiohttpClient
 
 from atelier_api.app import create_app
 from atelier_api.config import Config
+from atelier_api.keys import CACHE_KEY
 from atelier_api.serve import SERVER_OPTIONS
 from atelier_etl.schema import apply_schema
 from tests.api.outages import DatabaseProxy
@@ -69,7 +70,18 @@ async def client(
     # the test server's constructor, which does not pass them on).
     server = TestServer(create_app(config, clock=lambda: NOW))
     await server.start_server(**SERVER_OPTIONS)
-    return await aiohttp_client(server)
+    client = await aiohttp_client(server)
+    # Once its change listener is up, as a serving replica is: the reads go through its cache (which
+    # keeps nothing until then), the same way in every test.
+    await until_live(client)
+    return client
+
+
+async def until_live(client: TestClient[web.Request, web.Application], timeout: float = 10.0) -> None:
+    cache = client.app[CACHE_KEY]
+    async with asyncio.timeout(timeout):
+        while not cache.live:
+            await asyncio.sleep(0.01)
 
 
 @pytest.fixture

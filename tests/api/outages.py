@@ -1,6 +1,7 @@
 """Breaking the API's database connection on purpose, for the outage tests: a TCP proxy in front of the
 test server that a test can stop (every connection cut, new ones refused) and start again, or hold (what
-clients send then waits in it), a port where nothing listens, and the API command run as a process."""
+clients send then waits in it, their connections kept open: a link that died silently) and release, a port
+where nothing listens, and the API command run as a process."""
 
 from __future__ import annotations
 
@@ -27,9 +28,14 @@ class DatabaseProxy:
         self.relaying.set()
 
     def hold(self) -> None:
-        """Keep what clients send from now on from reaching the server: a statement in flight stays in
-        the proxy until the proxy is stopped, which cuts its connection."""
+        """Keep what clients send from now on from reaching the server, without closing anything: a
+        statement in flight stays in the proxy until `release` (it is then sent) or `stop` (which cuts
+        its connection). New connections are accepted, and their start-up held too."""
         self.relaying.clear()
+
+    def release(self) -> None:
+        """Relay again: what `hold` kept goes on to the server, and what clients send after it."""
+        self.relaying.set()
 
     def url(self) -> str:
         """server_url, reached through the proxy."""

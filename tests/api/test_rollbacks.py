@@ -4,8 +4,9 @@ Retry-After and changes nothing: the request may simply be sent again (errors.er
 API writes keep one lock order and never deadlock among themselves; another transaction taking the same
 locks in another order can (a load's switch, an operator's session). Played here for real: the test's
 transaction locks the product's summary row, the report locks its review and waits on that row, then the
-test's transaction asks for the review. The report waited first, so its deadlock check (deadlock_timeout,
-1 s) runs first and PostgreSQL aborts it.
+test's transaction asks for the review. Whichever session's deadlock check (after deadlock_timeout) runs
+first finds the cycle and is aborted: the test's session waits 60 s before it would check, the report's
+1 s (the server's default), so the report is always the one aborted, however the two waits are timed.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ async def test_a_deadlocked_report_is_503_with_retry_after_and_changes_nothing(
     review_id = await factories.review(db, PRODUCT)
     other = await asyncpg.connect(database_url)
     try:
+        # Never the victim: the report's backend checks for the deadlock (1 s) long before this one would.
+        await other.execute("SET deadlock_timeout = '60s'")
         transaction = other.transaction()
         await transaction.start()
         await other.execute("SELECT 1 FROM product_summaries WHERE product_id = $1 FOR UPDATE", PRODUCT)

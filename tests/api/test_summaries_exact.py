@@ -70,7 +70,9 @@ def verify(url: str, *args: str) -> tuple[int, dict[str, Any]]:
 
 
 def assert_exact(url: str) -> None:
-    """atelier-verify finds every stored summary equal to its recomputation."""
+    """atelier-verify finds every stored summary equal to its recomputation. The database is the module's,
+    shared: each test that counts differences calls this first, so that a difference an earlier test left
+    fails at its start (the earlier test's fault), never as a wrong count in its own assertions."""
     code, result = verify(url)
     assert (code, result["differences"]) == (0, 0), result
 
@@ -130,6 +132,7 @@ async def _contract_meta(conn: asyncpg.Connection, ids: list[int]) -> dict[int, 
 async def test_concurrent_mixed_writes_leave_no_difference(
     loaded: str, aiohttp_client: AiohttpClient
 ) -> None:
+    assert_exact(loaded)
     replicas = [await _client(loaded, aiohttp_client) for _ in range(2)]
     rng = random.Random(20240501)
     conn = await asyncpg.connect(loaded)
@@ -220,6 +223,7 @@ async def _execute(url: str, sql: str) -> None:
 
 
 def test_verify_reports_differences_and_repairs_them(loaded: str) -> None:
+    assert_exact(loaded)
     asyncio.run(_execute(loaded, CORRUPTIONS))
     code, result = verify(loaded)
     assert code == 1
@@ -248,6 +252,7 @@ async def test_a_repair_takes_no_table_lock(loaded: str) -> None:
     """A repair corrects rows in place: a write of another product, still open, does not hold it up (a
     rebuild's TRUNCATE waited for every open write, and every meta miss and write then queued behind
     it)."""
+    assert_exact(loaded)
     products = await _products(loaded)
     await _execute(
         loaded,
@@ -273,6 +278,7 @@ async def test_writes_between_the_check_and_the_repair_are_kept(
     """The repair adds each row's error as the check found it: writes committed after the check's snapshot
     moved the row and the reviews alike, so they stay counted (a recomputation from that snapshot written
     back would lose them)."""
+    assert_exact(loaded)
     client = await _client(loaded, aiohttp_client)
     product_id = (await _products(loaded))[2]
     await _execute(
@@ -307,6 +313,7 @@ async def test_rows_missing_at_the_check_count_the_writes_made_before_the_repair
     """A write never creates a characteristic's row (nor a report a product's): a missing row's error from
     the check's snapshot would leave out the ratings posted after it. The repair adds the missing rows
     (computed from the reviews) and checks again before it corrects them."""
+    assert_exact(loaded)
     client = await _client(loaded, aiohttp_client)
     product_id = (await _products(loaded))[1]
     conn = await asyncpg.connect(loaded)
@@ -332,6 +339,7 @@ async def test_a_report_while_a_repair_adds_a_missing_row_is_taken_and_counted(
 ) -> None:
     """A missing row the repair adds is readable by writes at once: it must hold the product's counts
     (added as zeros, a report of one of its reviews took a count below zero: the CHECK failed, 500)."""
+    assert_exact(loaded)
     client = await _client(loaded, aiohttp_client)
     product_id = (await _products(loaded))[2]
     conn = await asyncpg.connect(loaded)

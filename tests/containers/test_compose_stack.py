@@ -1,8 +1,10 @@
 """The real thing: compose.yaml built and brought up through testcontainers (PostgreSQL, the one-shot
 ETL, three API replicas, nginx), then the balanced-deployment suite against nginx's published port.
 
-Needs a container engine: .ci/run starts one (../shared/containers/engine-up); anywhere else Docker
-does. Without one these tests skip and say why.
+Needs a container engine: .ci/run starts one (../shared/containers/engine-up) and names it in DOCKER_HOST;
+anywhere else Docker does. Without a docker CLI, or without any engine configured (no DOCKER_HOST) and none
+answering, these tests skip and say why. With DOCKER_HOST set an engine was brought up for them: one that
+does not answer, or lacks compose, fails them instead, since a skip would hide that the suite never ran.
 """
 
 from __future__ import annotations
@@ -27,10 +29,13 @@ from tests.e2e.conftest import free_port
 POSTGRES_PASSWORD = "test-only-password"
 
 
+NO_CLI = "no docker CLI on PATH"
+
+
 def engine_problem() -> str | None:
     """Why no container engine can be used here, or None when one answers."""
     if shutil.which("docker") is None:
-        return "no docker CLI on PATH"
+        return NO_CLI
     try:
         info = subprocess.run(
             ["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=30
@@ -49,7 +54,10 @@ def engine_problem() -> str | None:
 def compose(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     problem = engine_problem()
     if problem:
-        pytest.skip(f"container tests need an engine: {problem}")
+        message = f"container tests need an engine: {problem}"
+        if os.environ.get("DOCKER_HOST") and problem != NO_CLI:
+            pytest.fail(f"{message} (DOCKER_HOST is set: an engine was brought up for them)")
+        pytest.skip(message)
     from testcontainers.compose import DockerCompose
 
     # An env file of its own: a project name and port that cannot collide with a stack the developer

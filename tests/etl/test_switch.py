@@ -183,6 +183,9 @@ async def test_a_switch_chosen_to_end_a_deadlock_tries_again(db_url, tmp_path, m
     finally:
         await admin.close()
     operator = await asyncpg.connect(db_url)
+    # The ALTER reaches every new session, this one too: it waits a minute before checking, so the
+    # switch's check (after 100 ms) always finds the deadlock first and the switch is the one rolled back.
+    await operator.execute("SET deadlock_timeout = '60s'")
     transaction = operator.transaction()
     await transaction.start()
     await operator.fetch("SELECT 1 FROM public.product_summaries FOR UPDATE")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
@@ -115,10 +114,9 @@ async def test_a_request_outliving_shutdown_timeout_is_cancelled_and_the_process
     async with aiohttp.ClientSession() as http:
         holder, lock, review_id, request = await start_slow_report(database_url, api, http)
         try:
-            started = time.monotonic()
             api.process.send_signal(signal.SIGTERM)
+            # Exits while the lock is still held: it did not wait for the request (DB_COMMAND_TIMEOUT 20 s).
             assert await asyncio.to_thread(api.process.wait, 10) == 0
-            assert time.monotonic() - started < 1 + 5  # SHUTDOWN_TIMEOUT, and did not wait for the lock
             with pytest.raises(aiohttp.ClientError):  # never acknowledged
                 await asyncio.wait_for(request, 10)
             await eventually(lambda: no_backends(database_url), 5, "the API's database sessions end")
@@ -129,4 +127,7 @@ async def test_a_request_outliving_shutdown_timeout_is_cancelled_and_the_process
         assert await holder.fetchval("SELECT reported FROM reviews WHERE id = $1", review_id) is False
     finally:
         await holder.close()
-    assert "stopped; database pool closed" in api.log_text(), api.log_text()
+    # It drained with SHUTDOWN_TIMEOUT (the request then cancelled), and only then stopped.
+    log = api.log_text()
+    draining = log.find("draining: no new connections, up to 1s for requests in flight")
+    assert 0 <= draining < log.find("stopped; database pool closed"), log

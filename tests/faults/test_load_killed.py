@@ -5,6 +5,9 @@ inside its COPY of reviews.csv, or while its switch transaction waits for a lock
 each kill the served tables must be exactly the previous load (counts and a checksum of every row), the
 API must answer with the old data, the left-over staging schema and the dead session's advisory lock must
 not get in the way, and running the loader again must complete and serve the new data.
+
+The API's view is read with its response cache off (CACHE_MAX_BYTES=0): every answer comes from the
+tables, so it shows what the tables hold, not what a cache kept from before the kill.
 """
 
 from __future__ import annotations
@@ -91,9 +94,18 @@ async def db(database_url: str):
     await conn.close()
 
 
+Client = TestClient[web.Request, web.Application]
+
+
+async def uncached_app(database_url: str, aiohttp_client: AiohttpClient) -> Client:
+    """An app reading every answer from the tables: its response cache off."""
+    config = Config(database_url=database_url, db_command_timeout=5, cache_max_bytes=0)
+    return await aiohttp_client(create_app(config))
+
+
 @pytest.fixture
-async def api(database_url: str, aiohttp_client: AiohttpClient) -> TestClient[web.Request, web.Application]:
-    return await aiohttp_client(create_app(Config(database_url=database_url, db_command_timeout=5)))
+async def api(database_url: str, aiohttp_client: AiohttpClient) -> Client:
+    return await uncached_app(database_url, aiohttp_client)
 
 
 async def served(db: asyncpg.Connection) -> dict[str, tuple[int, str]]:
@@ -109,7 +121,7 @@ async def served(db: asyncpg.Connection) -> dict[str, tuple[int, str]]:
     }
 
 
-async def api_view(api: TestClient[web.Request, web.Application]) -> list[tuple[int, bytes]]:
+async def api_view(api: Client) -> list[tuple[int, bytes]]:
     """What the API serves of a few products: statuses and exact bodies (reviews lists and summaries)."""
     view = []
     for path in ("/readyz", "/reviews?product_id=1&count=1000&sort=newest", "/reviews/meta?product_id=1",
@@ -128,7 +140,9 @@ async def gone(db: asyncpg.Connection, pid: int) -> bool:
     )
 
 
-async def rerun_completes(database_url: str, db: asyncpg.Connection, api, data: Path, before) -> None:
+async def rerun_completes(
+    database_url: str, db: asyncpg.Connection, api: Client, aiohttp_client: AiohttpClient, data: Path, before
+) -> None:
     summary = await asyncio.to_thread(load, database_url, data)
     assert summary["ok"] is True
     after = await served(db)
@@ -137,10 +151,17 @@ async def rerun_completes(database_url: str, db: asyncpg.Connection, api, data: 
     assert not await db.fetchval("SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = 'atelier_load')")
     view = await api_view(api)
     assert all(status == 200 for status, _ in view) and view != before
+    # Exactly what an app started on the new data serves: the app that lived through the kill and the
+    # rerun kept nothing of the old data.
+    assert view == await api_view(await uncached_app(database_url, aiohttp_client))
 
 
 async def test_a_loader_killed_inside_its_copy_leaves_the_previous_load_served(
-    database_url: str, db: asyncpg.Connection, api, exports: dict[str, Path]
+    database_url: str,
+    db: asyncpg.Connection,
+    api: Client,
+    aiohttp_client: AiohttpClient,
+    exports: dict[str, Path],
 ) -> None:
     before, before_view = await served(db), await api_view(api)
     assert before["reviews"][0] > 0 and all(status == 200 for status, _ in before_view)
@@ -186,11 +207,15 @@ async def test_a_loader_killed_inside_its_copy_leaves_the_previous_load_served(
     assert await api_view(api) == before_view
     # The staging schema is left behind, half built; the API never looks there and the rerun drops it.
     assert await db.fetchval("SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = 'atelier_load')")
-    await rerun_completes(database_url, db, api, exports["big"], before_view)
+    await rerun_completes(database_url, db, api, aiohttp_client, exports["big"], before_view)
 
 
 async def test_a_loader_killed_inside_its_switch_leaves_the_previous_load_served(
-    database_url: str, db: asyncpg.Connection, api, exports: dict[str, Path]
+    database_url: str,
+    db: asyncpg.Connection,
+    api: Client,
+    aiohttp_client: AiohttpClient,
+    exports: dict[str, Path],
 ) -> None:
     before, before_view = await served(db), await api_view(api)
     # A reader's lock on the served tables: the switch's first LOCK TABLE waits for it, in its transaction.
@@ -227,4 +252,4 @@ async def test_a_loader_killed_inside_its_switch_leaves_the_previous_load_served
 
     assert await served(db) == before  # the half-done switch was rolled back whole
     assert await api_view(api) == before_view
-    await rerun_completes(database_url, db, api, exports["small"], before_view)
+    await rerun_completes(database_url, db, api, aiohttp_client, exports["small"], before_view)
