@@ -36,16 +36,16 @@ nginx:  ## make sure nginx is installed (apt as root, else says what to install)
 chromium:  ## make sure chromium is installed, for the browser test of /docs (apt as root, else says what)
 	@scripts/ensure-chromium.sh
 
-up: install nginx  ## embedded Postgres + sample data + 3 API replicas behind nginx on :8080 (Ctrl-C stops)
+up: nginx install  ## embedded Postgres + sample data + 3 API replicas behind nginx on :8080 (Ctrl-C stops)
 	@$(PY) scripts/stack.py up
 
-serve: install nginx  ## the same stack, serving what the database already holds (after `make load`)
+serve: nginx install  ## the same stack, serving what the database already holds (after `make load`)
 	@$(PY) scripts/stack.py serve
 
 down:  ## stop a local stack started by `make up` or `make serve` in another terminal
 	@$(PY) scripts/stack.py down
 
-test: install nginx chromium  ## the whole test suite (container tests skip when no engine answers)
+test: nginx chromium install  ## the whole test suite (container tests skip when no engine answers)
 	@$(PY) -m pytest
 
 lint: install  ## ruff (lint + format check) and mypy (the services, then bench/ and scripts/)
@@ -65,9 +65,9 @@ load: install  ## full-scale export (~1M products) generated into .data/full and
 # misses a target (exit 1 at the end). db.py loads the full export that etl.py generated; writes.py
 # writes into a copy of that database; http_bench.py and routing.py each load the full export into a
 # database of their own, replica.py 10,000 products and cpu_profile.py 100,000.
-bench: install nginx  ## benchmarks, most at full scale (never in CI): loader, SQL statements, writes, HTTP, routing, replica, profile; docs/benchmarks.md
+bench: nginx install  ## benchmarks, most at full scale (never in CI): loader, SQL statements, writes, HTTP, routing, replica, profile; docs/benchmarks.md
 	@status=0; for run in etl.py db.py writes.py "http_bench.py --products 1000011" "routing.py --products 1000011" replica.py cpu_profile.py; do \
 		$(PY) bench/$$run || status=1; done; exit $$status
 
-chaos: install nginx  ## soak: 10 min at 70% of peak through nginx, a replica restarted every minute (~12 min)
+chaos: nginx install  ## soak: 10 min at 70% of peak through nginx, a replica restarted every minute (~12 min)
 	@$(PY) bench/chaos.py

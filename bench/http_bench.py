@@ -116,7 +116,7 @@ def log(message: str) -> None:
 def start_nginx(
     nginx: str, prefix: Path, name: str, port: int, processes: list[Any], env: dict[str, str]
 ) -> None:
-    command = [nginx, "-p", str(prefix), "-c", "nginx.conf", "-g", "daemon off;"]
+    command = stack.nginx_command(prefix, nginx)
     check = subprocess.run([*command, "-t"], capture_output=True, text=True, check=False)
     if check.returncode != 0:
         raise SystemExit(f"http: nginx refused the configuration of {name}:\n{check.stderr}")

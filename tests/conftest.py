@@ -1,8 +1,8 @@
 """Fixtures shared by every suite: one real PostgreSQL server per test session.
 
 The server is `TEST_DATABASE_URL` when set (any role that may CREATE DATABASE), otherwise an embedded
-PostgreSQL started with `pgserver` in a temporary folder and stopped at the end. Each suite takes its
-own database from `make_database`, so suites never see each other's rows.
+PostgreSQL (scripts/stack.py's embedded_server) in a temporary folder, stopped at the end. Each suite
+takes its own database from `make_database`, so suites never see each other's rows.
 """
 
 from __future__ import annotations
@@ -94,8 +94,6 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if url:
         yield url
         return
-    import pgserver  # only needed when no server is given
-
     # Not under pytest's temporary folder: as root, the server runs as pgserver's own user, and every
     # pytest run that starts on the machine makes /tmp/pytest-of-<user> private again (0700), which cut
     # a running server off its data folder (PANIC: could not open file ".../global/pg_control").
@@ -104,7 +102,7 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # system user the first time, without a lock of its own (two `useradd`s at once: one fails).
     with open(tmp_path_factory.getbasetemp().parent / "pgserver.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        server = pgserver.get_server(pgdata, cleanup_mode="delete")  # stopped and its folder removed
+        server = stack.embedded_server(pgdata, cleanup_mode="delete")  # stopped and its folder removed
     try:
         yield server.get_uri()
     finally:

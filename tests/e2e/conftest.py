@@ -39,7 +39,7 @@ def nginx_in_front(
     with these settings (a low rate limit, another routing, ...) into `prefix`: its port while it runs."""
     port = free_port()
     stack.render_nginx(prefix, replica_ports, port, overrides)
-    command = [stack.nginx_binary(), "-p", str(prefix), "-c", "nginx.conf", "-g", "daemon off;"]
+    command = stack.nginx_command(prefix)
     name, process = stack.start(prefix.name, command, {})
     try:
         stack.wait_for_port(port, process, name)
@@ -120,9 +120,7 @@ def local_stack(
             "NGINX_CONN_LIMIT": "65535",
         }
         stack.render_nginx(prefix, list(running.replica_ports.values()), http_port, unlimited)
-        balancer.append(
-            stack.start("nginx", [nginx, "-p", str(prefix), "-c", "nginx.conf", "-g", "daemon off;"], env)
-        )
+        balancer.append(stack.start("nginx", stack.nginx_command(prefix, nginx), env))
         stack.wait_for_port(http_port, balancer[0][1], "nginx")
         running.url = f"http://127.0.0.1:{http_port}"
         yield running

@@ -5,6 +5,7 @@ small sample, and ports of its own; the script starts the loader, three replicas
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from tests.conftest import ROOT
@@ -136,7 +138,8 @@ def make_up(settings: Settings, nohup: bool = False, **extra: str) -> Iterator[R
         process.wait(timeout=40)
         run.reader.join(timeout=10)  # the output ends when the stack's children have closed it too
         assert process.stdout is not None
-        process.stdout.close()
+        if not run.reader.is_alive():  # else a child left running holds it open: closing would hang
+            process.stdout.close()
 
 
 def stack_command(settings: Settings, command: str) -> subprocess.CompletedProcess[str]:
@@ -163,9 +166,9 @@ def post_review(url: str) -> str:
         return response.headers["Location"]
 
 
-def status_of(url: str) -> int:
+def status_of(url: str, method: str = "GET") -> int:
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=30) as response:
             return response.status
     except urllib.error.HTTPError as error:
         return error.code
@@ -201,6 +204,56 @@ def test_a_closed_terminal_stops_every_process_make_up_started(settings: Setting
     # The replicas and nginx run in sessions of their own: only the script could stop them.
     assert settings.listening() == []
     assert not (Path(settings.env["DATA_DIR"]) / "run" / "stack.pid").exists()
+
+
+@contextmanager
+def report_held_in(settings: Settings, port: int) -> Iterator[None]:
+    """A PUT .../report in flight in the replica on `port` for as long as the block runs: the test holds
+    the review's row lock, so the replica's drain waits for that request when the stack stops."""
+    waiting, release = threading.Event(), threading.Event()
+
+    async def hold() -> None:
+        conn = await asyncpg.connect(settings.env["DATABASE_URL"])
+        try:
+            async with conn.transaction():
+                review = await conn.fetchval("SELECT min(id) FROM reviews")
+                await conn.execute("SELECT 1 FROM reviews WHERE id = $1 FOR UPDATE", review)
+                url = f"http://127.0.0.1:{port}/reviews/{review}/report"
+                threading.Thread(target=status_of, args=(url, "PUT"), daemon=True).start()
+                for _ in range(200):  # until the report waits on the lock (10 s at most)
+                    if await conn.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    ):
+                        waiting.set()
+                        break
+                    await asyncio.sleep(0.05)
+                await asyncio.to_thread(release.wait, 30)
+        finally:
+            await conn.close()
+
+    holder = threading.Thread(target=asyncio.run, args=(hold(),))
+    holder.start()
+    try:
+        assert waiting.wait(15), "the report never waited on the review's lock"
+        yield
+    finally:
+        release.set()
+        holder.join(timeout=40)
+
+
+def test_ctrl_c_pressed_again_while_stopping_still_stops_every_process(settings: Settings) -> None:
+    """An impatient user: Ctrl-C, then again and again while the stack stops (here, while a replica
+    drains a request). Each process runs in a session of its own, so one the script had not signalled
+    yet would go on serving, unseen."""
+    with make_up(settings) as run:
+        run.wait_for("ready:")
+        # In the replica started last, which a stop in reverse start order would wait for first.
+        with report_held_in(settings, settings.api_ports[-1]):
+            for _ in range(10):  # 2 s of presses
+                run.process.send_signal(signal.SIGINT)
+                time.sleep(0.2)
+        assert run.stopped() == 0
+    assert settings.listening() == []
 
 
 def test_under_nohup_a_closed_terminal_leaves_the_stack_serving(settings: Settings) -> None:

@@ -60,7 +60,7 @@ def test_an_unknown_routing_stops_nginx_itself(tmp_path: Path) -> None:
     for routing, ok in (("product", True), ("least_conn", True), ("by_magic", False)):
         default_conf.write_text(stack.envsubst(template, values | {"NGINX_READ_ROUTING": routing}))
         check = subprocess.run(
-            [stack.nginx_binary(), "-t", "-p", f"{prefix}/", "-c", "nginx.conf"],
+            [*stack.nginx_command(prefix), "-t"],
             capture_output=True,
             text=True,
             check=False,

@@ -10,7 +10,9 @@ replica must serve again by itself within 5 s, and every acknowledged review mus
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +21,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.conftest import generate_and_load
+from tests.conftest import generate_and_load, stack
 from tests.e2e.balanced import new_review
 from tests.faults.conftest import ApiProcess, eventually
 
@@ -32,10 +34,9 @@ class Postgres:
     """A PostgreSQL server of our own, which the test may stop and start (pg_ctl on pgserver's data)."""
 
     def __init__(self, pgdata: Path) -> None:
-        import pgserver  # the embedded server's binaries and its way of running as root
-
-        self.server = pgserver.get_server(pgdata, cleanup_mode=None)  # cleanup() stops it
-        self.pg_ctl = str(Path(pgserver.__file__).parent / "pginstall" / "bin" / "pg_ctl")
+        # The embedded server's binaries and its way of running as root.
+        self.server = stack.embedded_server(pgdata, cleanup_mode=None)  # cleanup() stops it
+        self.pg_ctl = str(self.server.bin_path / "pg_ctl")
         self.pgdata = str(pgdata)
         self.user = self.server.system_user  # postgres refuses to run as root: pgserver's own user then
         self.socket_dir = self.server.get_postmaster_info().socket_dir
@@ -75,14 +76,16 @@ class Postgres:
 
 @pytest.fixture
 def loaded_postgres(tmp_path: Path) -> Iterator[Postgres]:
-    pgdata = tmp_path / "pg"
-    pgdata.mkdir()
+    # Not under pytest's temporary folder, as tests/conftest.py's server: run as root, the server runs as
+    # its own user, and a pytest run starting meanwhile makes /tmp/pytest-of-<user> private again.
+    pgdata = Path(tempfile.mkdtemp(prefix="atelier-outage-pg-"))
     postgres = Postgres(pgdata)
     try:
         generate_and_load(tmp_path / "export", postgres.url, "--products", "50")
         yield postgres
     finally:
         postgres.cleanup()
+        shutil.rmtree(pgdata, ignore_errors=True)
 
 
 async def request(
