@@ -24,9 +24,10 @@ draw of each. The statements are imported from the API's modules, never copied:
 - writes, each in a transaction that is rolled back: POST /reviews (STORE_REVIEW: the product's rules,
   the review, photos, characteristic ratings and summary updates in one; with an Idempotency-Key,
   STORE_REVIEW_WITH_KEY, which also claims, looks up and records the key), PUT helpful
-  (MARK_HELPFUL) and PUT report (lock, flag, the review's ratings, the summary updates). A rolled-back
-  write never pays for its commit (the WAL flush), nor for the change notification that follows it in a
-  transaction of its own (changes.notify): bench/writes.py measures those.
+  (MARK_HELPFUL, COUNT_HELPFUL) and PUT report (lock, flag, the review's ratings, the summary
+  updates). A rolled-back write never pays for its commit (the WAL flush), nor for the change
+  notification that follows it in a transaction of its own (changes.notify): bench/writes.py measures
+  those.
 
 Before measuring, every table and index is read into the OS page cache (pg_prewarm, `read` mode; --cold
 skips it): the 24 GB machine holds the ~5 GB database in memory once it has served for a while, while
@@ -250,18 +251,17 @@ async def report_review(conn: asyncpg.Connection, p: Product, rng: random.Random
 
 
 async def vote(conn: asyncpg.Connection, p: Product, rng: random.Random) -> list[Timing]:
-    """PUT /reviews/{id}/helpful: votes.MARK_HELPFUL, the vote's one statement."""
+    """PUT /reviews/{id}/helpful, the vote's one statement: votes.MARK_HELPFUL (through nginx, with its
+    request id) and votes.COUNT_HELPFUL (a replica reached without nginx)."""
     request_id = f"bench-db-{rng.getrandbits(64):016x}"
+    review_id = rng.choice(p.page)
     async with rolled_back(conn):
-        timing = await explain(
-            conn,
-            "votes.MARK_HELPFUL",
-            votes.MARK_HELPFUL,
-            rng.choice(p.page),
-            request_id,
-            votes.VOTE_RETENTION,
+        recorded = await explain(
+            conn, "votes.MARK_HELPFUL", votes.MARK_HELPFUL, review_id, request_id, votes.VOTE_RETENTION
         )
-    return [timing]
+    async with rolled_back(conn):
+        counted = await explain(conn, "votes.COUNT_HELPFUL", votes.COUNT_HELPFUL, review_id)
+    return [recorded, counted]
 
 
 @contextlib.asynccontextmanager

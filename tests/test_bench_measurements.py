@@ -52,6 +52,28 @@ async def test_every_try_is_counted_under_its_request_kind(aiohttp_server):
     assert all(k["p99_ms"] >= k["p50_ms"] >= 0 for k in kinds.values())
 
 
+async def test_a_failed_vote_is_never_retried_and_may_have_counted(aiohttp_server):
+    """Every PUT .../helpful counts (the contract): a client's retry would be a second vote, so the soak
+    retries none, and the verdict lets a failed one be counted or not."""
+    tries = []
+
+    async def vote(request: web.Request) -> web.Response:
+        tries.append(request.path)
+        return web.json_response({"error": "service unavailable"}, status=503)
+
+    app = web.Application()
+    app.router.add_put("/reviews/{review_id}/helpful", vote)
+    server = await aiohttp_server(app)
+    stats = chaos.Stats()
+    helpful = chaos.Request("helpful", "PUT", "/reviews/1/helpful", {})
+    async with aiohttp.ClientSession() as session:
+        base = str(server.make_url("")).rstrip("/")
+        await chaos.send(session, base, helpful, stats, chaos.Traffic(10, run_id="test"), retry=True)
+
+    assert tries == ["/reviews/1/helpful"]
+    assert stats.votes_unanswered == 1 and stats.votes_acknowledged == 0 and stats.failed == 1
+
+
 def test_the_open_loops_generator_runs_ahead_of_the_stack_and_goes_back_after():
     """chaos.generator_priority: the niceness asked for inside (root), the one before after; without the
     right to lower it, the loop runs as it is and says which niceness it had."""

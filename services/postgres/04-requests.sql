@@ -10,9 +10,10 @@
 -- skipping rows another transaction holds), so expired rows never pile up while traffic flows; an
 -- expired row still present is treated as absent.
 
--- PUT /reviews/{id}/helpful: one row per counted vote, keyed by the request id (X-Request-Id, the same
--- for every replica nginx tries for one client request, and for a client's own retry with its id). A
--- vote whose (request_id, review_id) is already here is acknowledged again and not counted again.
+-- PUT /reviews/{id}/helpful through nginx: one row per counted vote, keyed by nginx's id of the request
+-- (X-Balancer-Request-Id: the same for every replica nginx tries for one client request, and set by nginx
+-- whatever the client sent). A vote whose (request_id, review_id) is already here is acknowledged again
+-- and not counted again. A client's own retry is another request, with another id: it counts.
 CREATE TABLE IF NOT EXISTS helpful_votes (
     request_id text        NOT NULL,
     review_id  bigint      NOT NULL,

@@ -4,6 +4,7 @@ response of the API (successes and errors alike) conforms to: status, media type
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 import schemathesis
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from jsonschema import Draft202012Validator, FormatChecker
 from pytest_aiohttp import AiohttpClient
 from referencing import Registry, Resource
@@ -20,7 +22,7 @@ from referencing.jsonschema import DRAFT202012
 from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.definitions import OPENAPI_31
 
-from atelier_api import docs, openapi
+from atelier_api import docs, openapi, review_draft
 from atelier_api.app import create_app
 from atelier_api.config import Config
 from tests.api import factories
@@ -188,10 +190,10 @@ async def catalog(db: asyncpg.Connection) -> dict[str, int]:
     first = await factories.review(db, 2, rating=4, helpfulness=3, response="Thank you!")
     await factories.photo(db, first, "https://images.example/1.jpg")
     second = await factories.review(db, 2, rating=2, recommend=False, date=NOW)
-    await factories.review(db, 2, rating=5, reported=True)
+    reported = await factories.review(db, 2, rating=5, reported=True)
     await factories.characteristic_rating(db, quality, first, 4)
     await factories.characteristic_rating(db, quality, second, 1)
-    return {"product": 2, "review": first, "characteristic": quality}
+    return {"product": 2, "review": first, "characteristic": quality, "reported": reported}
 
 
 def new_review(catalog: dict[str, int], **fields: Any) -> dict[str, Any]:
@@ -327,7 +329,130 @@ async def test_put_review(client: Client, document: Document, catalog: dict[str,
     await document.check(done, "PUT", path)
     missing = await client.put(f"/reviews/987654/{action}")
     assert missing.status == 404
-    await document.check(missing, "PUT", path)
+    assert (await document.check(missing, "PUT", path))["details"] == [
+        {"field": "review_id", "message": "no such review"}
+    ]
+
+
+@pytest.mark.parametrize("action", ["helpful", "report"])
+async def test_a_reported_review_is_404_to_get_only(
+    client: Client, document: Document, catalog: dict[str, int], action: str
+) -> None:
+    """A reported review is hidden from GET, yet still a review to PUT (contract: an id that does not exist
+    gives 404; reporting twice changes nothing): 204, and the document says so."""
+    reported = catalog["reported"]
+    for path in (f"/reviews/{reported}/{action}", f"/reviews/{reported}/{action}/"):
+        response = await client.put(path)
+        assert response.status == 204
+        await document.check(response, "PUT", path.replace(str(reported), "{review_id}"))
+    assert (await client.get(f"/reviews/{reported}")).status == 404
+
+    def said(path: str, method: str) -> tuple[str, str]:
+        """What the operation's review_id parameter and its 404 say."""
+        operation = document.document["paths"][path][method]
+        (parameter,) = operation["parameters"]
+        escaped = path.replace("/", "~1")
+        return (
+            document.resolve(parameter["$ref"].removeprefix("#")).response["description"],
+            document.resolve(f"/paths/{escaped}/{method}/responses/404").response["description"],
+        )
+
+    for said_by_get in said("/reviews/{review_id}", "get"):
+        assert "reported" in said_by_get
+    for path in (f"/reviews/{{review_id}}/{action}", f"/reviews/{{review_id}}/{action}/"):
+        parameter, not_found = said(path, "put")
+        assert "reported or not" in parameter and "a reported one is still a review (204)" in parameter
+        assert "a reported review is still one (204)" in not_found
+
+
+# What the document's photo URL pattern and the code (review_draft) both take, and both refuse.
+PHOTO_URLS = {
+    "https://img.example/1.jpg": True,
+    "HTTP://IMG.EXAMPLE/1.JPG": True,
+    "http://img.example": True,
+    "http://img.example:": True,
+    "http://img.example:8080/a?b=c#d": True,
+    "http://user:@img.example/x": True,
+    "http://a@b@img.example/x": True,
+    "http://[::1]/x": True,
+    "http://[::1]:8080/x": True,
+    "http://[2001:db8::1.2.3.4]/x": True,
+    "http://[fe80::1%25eth0]/x": True,
+    "http://[v1.future]/x": True,
+    "http://bücher.example/ü.jpg": True,
+    "http://img.example/a\u00e9%20b": True,
+    "http://:80/x": False,
+    "http://@/x": False,
+    "http://user@:80/x": False,
+    "http://[::1/x": False,
+    "http://::1]/x": False,
+    "http://[]/x": False,
+    "http://[1.2.3.4]/x": False,
+    "http://[::12345]/x": False,
+    "http://[1:2:3:4:5:6:7:8:9]/x": False,
+    "http://[vz.x]/x": False,
+    "http://img.example/a\u200bb.jpg": False,  # zero-width space
+    "http://img\u200b.example/x": False,
+    "http://img.example/a\u00adb.jpg": False,  # soft hyphen
+    "http://img.example/a\x7fb.jpg": False,  # DEL
+    "http://img.example/a\x85b.jpg": False,  # NEL, a C1 control
+    "http://img.example/a\u00a0b.jpg": False,  # no-break space
+    "http://img.example/a\u2028b.jpg": False,
+    "http://img.example/a\ufeffb.jpg": False,
+    "http://img.example/a\ue000b.jpg": False,  # private use
+    "http://img\uff0f.example/x": False,  # NFKC makes it a "/" in the host
+    "http://img.example/a b.jpg": False,
+    "http://img.example/a.jpg\t": False,
+    "https:///no-host": False,
+    "http:/img.example/x": False,
+    "ftp://img.example/x": False,
+    "img.example/1.jpg": False,
+    "javascript:alert(1)": False,
+}
+
+
+def photo_url_schema(document: Document) -> Draft202012Validator:
+    return Draft202012Validator(
+        document.document["components"]["schemas"]["NewReview"]["properties"]["photos"]["items"]
+    )
+
+
+def the_code_takes(url: str) -> bool:
+    errors = review_draft.parse(review_body(2, photos=[url])).errors
+    assert all(error.field == "photos[0]" for error in errors), errors
+    return not errors
+
+
+@pytest.mark.parametrize(("url", "taken"), PHOTO_URLS.items())
+def test_the_photo_url_pattern_takes_what_the_code_takes(document: Document, url: str, taken: bool) -> None:
+    assert the_code_takes(url) is taken
+    assert photo_url_schema(document).is_valid(url) is taken
+
+
+def test_the_photo_url_pattern_refuses_the_characters_the_code_refuses(document: Document) -> None:
+    """Every assigned character of the Basic Multilingual Plane, in the path and in the host."""
+    schema = photo_url_schema(document)
+    differ = [
+        url
+        for code in range(0x10000)
+        if unicodedata.category(chr(code)) != "Cn"
+        for url in (f"http://img.example/a{chr(code)}b", f"http://img{chr(code)}x.example/")
+        if schema.is_valid(url) != review_draft._is_http_url(url)
+    ]
+    assert differ == []
+
+
+def test_the_email_rule_is_described(document: Document) -> None:
+    """The document's `email` format takes addresses the code (email-validator) refuses: it says which."""
+    email = document.document["components"]["schemas"]["NewReview"]["properties"]["email"]
+    for name in SPECIAL_USE_DOMAIN_NAMES:
+        assert f"`.{name}`" in email["description"]
+    assert "quoted local part is refused" in email["description"]
+    assert "bracketed IP address is refused" in email["description"]
+    refused = [("email", "must be a valid email address")]
+    for address in ("a@shop.test", "a@shop.local", "a@shop.invalid", '"a b"@example.com', "a@[192.0.2.1]"):
+        errors = review_draft.parse(review_body(2, email=address)).errors
+        assert [(error.field, error.message) for error in errors] == refused, address
 
 
 async def test_get_review(client: Client, document: Document, catalog: dict[str, int]) -> None:

@@ -115,6 +115,20 @@ class BalancedDeploymentSuite:
         async with http.get("/healthz") as r:
             assert r.status == 200
 
+    async def test_every_helpful_vote_counts_whatever_ids_the_client_sends(self, http, product):
+        """`helpful` adds one per client request: a client's X-Request-Id only names the request (and
+        comes back), and nginx replaces an X-Balancer-Request-Id a client sends with its own id of the
+        request, which is what the replicas count a vote once by (nginx's retries, test_exact_counters)."""
+        async with http.post("/reviews", json=new_review(product, summary="Voted thrice")) as r:
+            assert r.status == 201
+            location = r.headers["Location"]
+        headers = {"X-Request-Id": "e2e-same-vote", "X-Balancer-Request-Id": "e2e-forged"}
+        for _ in range(3):
+            async with http.put(f"{location}/helpful", headers=headers) as r:
+                assert r.status == 204 and r.headers["X-Request-Id"] == "e2e-same-vote"
+        async with http.get(location) as r:
+            assert (await r.json())["helpfulness"] == 3
+
     async def test_a_compressible_answer_varies_by_accept_encoding(self, http):
         """nginx gzips answers of 1 KB or more for the clients that ask; `Cache-Control: public` lets a
         shared cache keep them, which must then not hand the gzipped bytes to a client that did not ask."""

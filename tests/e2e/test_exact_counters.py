@@ -1,23 +1,29 @@
-"""Exact counters through the local stack: helpful votes through nginx while a replica is SIGKILLed, and
-Idempotency-Key retries through nginx. nginx passes a failed PUT helpful to the next replica with the
-same X-Request-Id, and the API counts a request id once (services/api/atelier_api/votes.py)."""
+"""Exact counters through the local stack: helpful votes through nginx while a replica is SIGKILLed or
+after one counted a vote and failed to answer, and Idempotency-Key retries through nginx. nginx passes a
+failed PUT helpful to the next replica with the same X-Balancer-Request-Id (its own id of the client's
+request), and the API counts a vote once per such id (services/api/atelier_api/votes.py). That a client's
+own ids never merge its votes is checked in balanced.py, against both stacks."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import AsyncIterator
 
 import aiohttp
 import asyncpg
 import pytest
+from aiohttp import web
 
-from tests.e2e.balanced import new_review
-from tests.e2e.conftest import LocalStack
+from tests.e2e.balanced import GENERATED_ID, new_review
+from tests.e2e.conftest import LocalStack, nginx_in_front
 
 VICTIM = "api-3"
 VOTES = 1_000
 WORKERS = 50
 KILL_AFTER = 300  # votes answered before the victim is killed: mid-run
+# What a replica that counts a vote then fails passes on of the request nginx sent it.
+FORWARDED = ("X-Request-Id", "X-Balancer-Request-Id")
 
 
 @pytest.fixture
@@ -88,14 +94,60 @@ async def test_1000_concurrent_votes_count_exactly_while_a_replica_is_killed(
     assert await helpfulness(local_stack, review_id) == before + VOTES
 
 
-async def test_a_client_retry_with_its_request_id_counts_once(
-    local_stack: LocalStack, http: aiohttp.ClientSession, review_id: int
+@pytest.fixture
+async def counts_then_fails(local_stack: LocalStack) -> AsyncIterator[tuple[int, list[str]]]:
+    """A replica that counts a vote and dies before answering, every time: it passes the request to a real
+    replica with the headers nginx set, then answers 502 (nginx then tries the next replica). Its port, and
+    the X-Balancer-Request-Id of each request it passed on."""
+    real = f"http://127.0.0.1:{local_stack.replica_ports['api-1']}"
+    passed_on: list[str] = []
+
+    async def count_then_fail(request: web.Request) -> web.Response:
+        headers = {name: request.headers[name] for name in FORWARDED if name in request.headers}
+        passed_on.append(headers.get("X-Balancer-Request-Id", ""))
+        async with aiohttp.ClientSession() as session:
+            async with session.request(request.method, real + request.path_qs, headers=headers) as r:
+                assert r.status == 204, await r.text()
+        return web.Response(status=502)
+
+    app = web.Application()
+    app.router.add_route("*", "/{path:.*}", count_then_fail)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield runner.addresses[0][1], passed_on
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_vote_counted_by_a_replica_that_failed_to_answer_is_not_counted_again(
+    local_stack: LocalStack,
+    tmp_path_factory: pytest.TempPathFactory,
+    counts_then_fails: tuple[int, list[str]],
+    review_id: int,
 ) -> None:
+    """What nginx's retry of a vote meets when a replica dies between its commit and its answer, made
+    certain: each vote nginx sends first to `counts_then_fails` is counted there, then tried again on the
+    real replica with the same X-Balancer-Request-Id, which acknowledges it without counting it again.
+    Without a failure first, a vote goes to the real replica alone: counted once either way."""
+    failing_port, passed_on = counts_then_fails
     before = await helpfulness(local_stack, review_id)
-    for _ in range(3):
-        async with http.put(f"/reviews/{review_id}/helpful", headers={"X-Request-Id": "e2e-vote-once"}) as r:
-            assert r.status == 204
-    assert await helpfulness(local_stack, review_id) == before + 1
+    prefix = tmp_path_factory.mktemp("nginx-counts-then-fails")
+    upstreams = []
+    with nginx_in_front([failing_port, local_stack.replica_ports["api-2"]], prefix) as port:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+            # least_conn takes the two in turn, so one of the first two votes meets the failure (after
+            # it, nginx leaves that replica out for fail_timeout). The same client id each time: a vote each.
+            for _ in range(4):
+                headers = {"X-Request-Id": "e2e-retried-vote"}
+                async with http.put(f"/reviews/{review_id}/helpful", headers=headers) as r:
+                    assert r.status == 204, await r.text()
+                    upstreams.append(r.headers["X-Upstream"])
+    retried = [upstream for upstream in upstreams if "," in upstream]
+    assert retried and len(retried) == len(passed_on), (upstreams, passed_on)
+    assert all(GENERATED_ID.fullmatch(balancer_id) for balancer_id in passed_on), passed_on
+    assert await helpfulness(local_stack, review_id) == before + len(upstreams)
 
 
 async def test_idempotency_key_through_the_balancer(

@@ -127,6 +127,7 @@ def _cases() -> dict[str, tuple[str, Args]]:
         "MARK_HELPFUL",
         lambda s: [(r, "request-1", votes.VOTE_RETENTION) for r in (s.review_ids[0], s.missing_review)],
     )
+    add(votes, "COUNT_HELPFUL", lambda s: [(s.review_ids[0],), (s.missing_review,)])
     add(readiness, "MISSING_TABLES", lambda s: [(readiness.TABLES,)])
     add(readiness, "HAS_A_PRODUCT", lambda s: [()])
     return cases

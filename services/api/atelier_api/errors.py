@@ -69,10 +69,12 @@ class UnsupportedEncoding(DomainError):
 
 
 class ReviewNotFound(DomainError):
+    """No review has this id (or, for GET /reviews/{review_id}, the one that has it is reported)."""
+
     status = 404
 
     def __init__(self, review_id: int | str) -> None:
-        super().__init__("review not found")
+        super().__init__("review not found", [FieldError("review_id", "no such review")])
         self.review_id = review_id
 
 

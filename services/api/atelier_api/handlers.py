@@ -10,7 +10,6 @@ from aiohttp import web
 from atelier_api import http_cache, idempotency, readiness, review_draft, reviews, validation, votes
 from atelier_api.cache import etag_of
 from atelier_api.keys import CACHE_KEY, CLOCK_KEY, CONFIG_KEY, METRICS_KEY, POOL_KEY
-from atelier_api.observability import request_id
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
@@ -58,10 +57,11 @@ async def create_review(request: web.Request) -> web.Response:
 
 
 async def mark_helpful(request: web.Request) -> web.Response:
-    """Counted once per request id: nginx's retry on another replica, or the client's own retry with
-    its X-Request-Id, is acknowledged again without counting again (votes.py)."""
+    """Adds one; nginx's retry of the same client request on another replica (the same balancer
+    request id) is acknowledged again without counting again (votes.py)."""
     review_id = validation.review_id(request.match_info["review_id"])
-    product_id = await votes.mark_helpful(request.app[POOL_KEY], review_id, request_id(request))
+    balancer_id = votes.balancer_request_id(request.headers)
+    product_id = await votes.mark_helpful(request.app[POOL_KEY], review_id, balancer_id)
     request.app[CACHE_KEY].invalidate(product_id, summary=False)
     return web.Response(status=204)
 

@@ -22,7 +22,7 @@ from atelier_api.openapi_components import (
     ref,
     response,
 )
-from atelier_api.votes import VOTE_RETENTION
+from atelier_api.votes import BALANCER_REQUEST_ID, VOTE_RETENTION
 
 # The Swagger UI files GET /docs/static/{asset} serves (openapi_ui_bundles), with their media types.
 DOCS_ASSETS = {
@@ -77,11 +77,13 @@ VOTE_RETENTION_HOURS = int(VOTE_RETENTION.total_seconds() // 3600)
 DATABASE_ERRORS = ("500", "503")
 
 
-def _errors(*statuses: str) -> Json:
-    """The shared error responses of these statuses. Every operation may also meet a 400: a request line
-    too long for the HTTP server (RequestTooLong); MalformedBody says so too."""
+def _errors(*statuses: str, not_found: str = ERROR_RESPONSES["404"]) -> Json:
+    """The shared error responses of these statuses (`not_found` names the 404's). Every operation may
+    also meet a 400: a request line too long for the HTTP server (RequestTooLong); MalformedBody says so
+    too."""
+    names = ERROR_RESPONSES | {"404": not_found}
     errors = {"400": ref("responses", "RequestTooLong")}
-    errors |= {status: ref("responses", ERROR_RESPONSES[status]) for status in statuses}
+    errors |= {status: ref("responses", names[status]) for status in statuses}
     return dict(sorted(errors.items()))
 
 
@@ -94,7 +96,8 @@ def _parameters(*names: str) -> list[Json]:
 
 
 def _review_paths() -> Json:
-    with_review_id = _parameters("review_id")
+    # GET shows no reported review; the PUTs take any review, reported ones included.
+    with_review_id, with_any_review_id = _parameters("review_id"), _parameters("any_review_id")
     return {
         "/reviews": {
             "get": _operation(
@@ -173,7 +176,7 @@ def _review_paths() -> Json:
                 "Extension: one review (where POST's Location points)",
                 {
                     "200": response("The review.", json_content(ref("schemas", "Review"))),
-                    **_errors("404", *DATABASE_ERRORS),
+                    **_errors("404", *DATABASE_ERRORS, not_found="ReviewNotFound"),
                 },
                 parameters=with_review_id,
             )
@@ -185,13 +188,14 @@ def _review_paths() -> Json:
                 "One more helpful vote",
                 {
                     "204": response(
-                        "Counted, once per request id: a retry with the same X-Request-Id (nginx's on "
-                        f"another replica, or the caller's own within {VOTE_RETENTION_HOURS} hours) is "
-                        "acknowledged, not counted again."
+                        "Counted: each request adds one, whatever its X-Request-Id. Behind nginx, its "
+                        "retry of the request on another replica is acknowledged, not counted again: "
+                        f"nginx sends its own {BALANCER_REQUEST_ID} (replacing any a client sent), and a "
+                        f"replica counts that id once per review within {VOTE_RETENTION_HOURS} hours."
                     ),
-                    **_errors("404", *DATABASE_ERRORS),
+                    **_errors("404", *DATABASE_ERRORS, not_found="UnknownReview"),
                 },
-                parameters=with_review_id,
+                parameters=with_any_review_id,
             )
         },
         "/reviews/{review_id}/report": {
@@ -200,10 +204,10 @@ def _review_paths() -> Json:
                 "reviews",
                 "Report a review: hidden from lists and summaries from now on",
                 {
-                    "204": response("Reported; reporting again changes nothing."),
-                    **_errors("404", *DATABASE_ERRORS),
+                    "204": response("Reported; reporting again changes nothing (and answers 204)."),
+                    **_errors("404", *DATABASE_ERRORS, not_found="UnknownReview"),
                 },
-                parameters=with_review_id,
+                parameters=with_any_review_id,
             )
         },
     }

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from aiohttp.web_protocol import RequestHandler
+from email_validator import SPECIAL_USE_DOMAIN_NAMES
 
 from atelier_api import idempotency
 from atelier_api.review_draft import (
@@ -28,10 +29,59 @@ COUNT_STRING = "^(0|[1-9][0-9]*)$"
 MEAN_STRING = r"^[0-9]+\.[0-9]{16}$"  # round(avg(value), 16)::text
 DATE_STRING = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$"
 NO_NUL = "^[^\\u0000]*$"  # PostgreSQL text cannot hold NUL
-# What review_draft takes as a photo: http or https in any case, then a host, and no whitespace anywhere.
-HTTP_URL = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#]\S*$"
+# Characters no photo URL may hold (review_draft._is_http_url), in the Basic Multilingual Plane: spaces and
+# what str.isprintable() refuses: controls (DEL too), format characters (the soft hyphen U+00AD, U+200B and
+# the like), separators, surrogates and private use. (The code also refuses unassigned code points, and
+# those beyond the plane that are not printable; JSON Schema's regexes name neither well.)
+_NOT_PRINTABLE = (
+    r"\u0000-\u0020\u007F-\u00A0\u00AD\u0600-\u0605\u061C\u06DD\u070F\u0890\u0891\u08E2\u1680\u180E"
+    r"\u2000-\u200F\u2028-\u202F\u205F-\u2064\u2066-\u206F\u3000\uD800-\uF8FF\uFEFF\uFFF9-\uFFFB"
+)
+# And in the part before the path, characters that NFKC turns into one of /?#@: (urlsplit refuses them).
+_NOT_IN_NETLOC = _NOT_PRINTABLE + (
+    r"\u2047-\u2049\u2100\u2101\u2105\u2106\u2A74\uFE13\uFE16\uFE55\uFE56\uFE5F\uFE6B"
+    r"\uFF03\uFF0F\uFF1A\uFF1F\uFF20"
+)
+_H16 = "[0-9A-Fa-f]{1,4}"
+_DEC_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_LS32 = rf"(?:{_H16}:{_H16}|{_DEC_OCTET}(?:\.{_DEC_OCTET}){{3}})"
+# RFC 3986's IPv6address: what Python's ipaddress, which urlsplit checks a bracketed host with, reads.
+_IPV6 = "|".join(
+    [
+        rf"(?:{_H16}:){{6}}{_LS32}",
+        rf"::(?:{_H16}:){{5}}{_LS32}",
+        rf"(?:{_H16})?::(?:{_H16}:){{4}}{_LS32}",
+        rf"(?:(?:{_H16}:){{0,1}}{_H16})?::(?:{_H16}:){{3}}{_LS32}",
+        rf"(?:(?:{_H16}:){{0,2}}{_H16})?::(?:{_H16}:){{2}}{_LS32}",
+        rf"(?:(?:{_H16}:){{0,3}}{_H16})?::{_H16}:{_LS32}",
+        rf"(?:(?:{_H16}:){{0,4}}{_H16})?::{_LS32}",
+        rf"(?:(?:{_H16}:){{0,5}}{_H16})?::{_H16}",
+        rf"(?:(?:{_H16}:){{0,6}}{_H16})?::",
+    ]
+)
+# What review_draft._is_http_url takes as a photo, as near as a regex gets: http or https in any case,
+# `//`, perhaps a user and `@`, a host that is not empty (a name, or in brackets an IPv6 address, with a
+# zone or not, or an IPvFuture one), perhaps `:` and a port, then anything from the first / ? or #; and
+# nowhere a character of _NOT_PRINTABLE. (It leaves out a few oddities urlsplit lets through, such as
+# brackets in the user part or text between `]` and the port, which newer Pythons refuse;
+# tests/api/test_openapi.py compares the two.)
+HTTP_URL = (
+    rf"^[Hh][Tt][Tt][Pp][Ss]?://(?:[^/?#\[\]{_NOT_IN_NETLOC}]*@)?"
+    rf"(?:\[(?:(?:{_IPV6})(?:%[^%/?#@\[\]{_NOT_IN_NETLOC}]+)?|v[0-9A-Fa-f]+\.[^/?#@\[\]{_NOT_IN_NETLOC}]+)\]"
+    rf"|[^/?#@\[\]:{_NOT_IN_NETLOC}]+)"
+    rf"(?::[^/?#@\[\]{_NOT_IN_NETLOC}]*)?(?:[/?#][^{_NOT_PRINTABLE}]*)?$"
+)
 CHARACTERISTIC_ID = "^0*[1-9][0-9]*$"
 REQUEST_ID = "^[A-Za-z0-9._-]{1,64}$"  # observability.PLAIN_TOKEN
+# What review_draft._email checks (email-validator, no DNS lookup), beyond JSON Schema's `email` format.
+EMAIL_RULE = (
+    "A valid address as email-validator checks it, without looking the domain up; stored, never returned. "
+    "The part before the @ is dot-separated words (a quoted local part is refused, as is a display name); "
+    "the domain is a name with a period and a real top-level domain (a bracketed IP address is refused), "
+    "and no special-use name ("
+    + ", ".join(f"`.{name}`" for name in SPECIAL_USE_DOMAIN_NAMES)
+    + "). Internationalized addresses are accepted."
+)
 # The HTTP server's limit on the request line: aiohttp's default, which the app keeps.
 HTTP_LINE_LIMIT: int = inspect.signature(RequestHandler).parameters["max_line_size"].default
 
@@ -158,7 +208,15 @@ def parameters(max_count: int) -> Json:
             "name": "review_id",
             "in": "path",
             "required": True,
-            "description": "The review; digits only. One that does not exist (or is reported) gives 404.",
+            "description": "The review; digits only. One that does not exist, or is reported, gives 404.",
+            "schema": review_id,
+        },
+        "any_review_id": {
+            "name": "review_id",
+            "in": "path",
+            "required": True,
+            "description": "The review, reported or not; digits only. One that does not exist gives 404; "
+            "a reported one is still a review (204).",
             "schema": review_id,
         },
     }
@@ -281,7 +339,7 @@ def schemas(max_count: int) -> Json:
                 "body": _text("body", "The review.", pattern=NO_NUL),
                 "recommend": {"type": "boolean"},
                 "name": _text("name", "The reviewer's name, shown with the review.", pattern=NO_NUL),
-                "email": _text("email", "A valid address; stored, never returned.", format="email"),
+                "email": _text("email", EMAIL_RULE, format="email"),
                 "photos": {
                     "type": "array",
                     "maxItems": MAX_PHOTOS,
@@ -391,7 +449,14 @@ def responses(max_body_bytes: int) -> Json:
             "If-None-Match named the current answer's ETag: the client's copy is still right (no body).",
             headers={name: ref("headers", name) for name in ("ETag", "Cache-Control")},
         ),
-        "NotFound": error("No such review (or a reported one), or no such path."),
+        "NotFound": error("No such path."),
+        "ReviewNotFound": error(
+            "No such review, or a reported one: `details` names `review_id`. (Or no such path.)"
+        ),
+        "UnknownReview": error(
+            "No review has this id: `details` names `review_id`; a reported review is still one (204). "
+            "(Or no such path.)"
+        ),
         "PayloadTooLarge": error(f"The body is larger than {max_body_bytes} bytes (MAX_BODY_BYTES)."),
         "UnsupportedEncoding": error(
             "The body was sent compressed: send it as is, without a Content-Encoding (or `identity`)."

@@ -92,6 +92,9 @@ GET_REVIEW = f"""
 # REMOVE_FROM_CHARACTERISTIC_SUMS). Every replica's cache hears of it once it commits (changes.notify).
 # `sums` reads `counts` in an InitPlan, so the product's summary row is locked before any characteristic
 # row, the order every writer keeps (see summaries.py): two writes of one product never deadlock.
+# The date is stored to the millisecond, all that clients see of it (_iso_date): two reviews within one
+# millisecond then tie and go by id descending, in PostgreSQL's orders and all_reviews' alike. With
+# microseconds, the later clock reading could get the smaller id (two replicas) and come first.
 KNOWN_PRODUCT = """
     SELECT
         EXISTS (SELECT 1 FROM reviews WHERE product_id = $1) AS has_reviews,
@@ -109,7 +112,7 @@ def _store_steps(condition: str) -> str:
         INSERT INTO reviews (
             product_id, rating, date, summary, body, recommend, reviewer_name, reviewer_email
         )
-        SELECT $1, $2, $3, $4, $5, $6, $7, $8
+        SELECT $1, $2, date_trunc('milliseconds', $3::timestamptz), $4, $5, $6, $7, $8
         FROM known
         WHERE {condition}
         RETURNING id
