@@ -183,6 +183,22 @@ async def test_export_quirks(db_url, tmp_path, eol, bom):
     assert sorted(tuple(row) for row in ratings) == [(6, 8, 1000, 5), (50, 77, 12, 1)]
 
 
+async def test_only_the_bare_word_null_and_an_empty_quoted_string_are_no_response(db_url, tmp_path):
+    """data.md: `response` is the bare word `null` (unquoted) when there is none, otherwise a quoted
+    string, an empty one also meaning none. A quoted "null", `NULL` or ` null` is text as written."""
+    written = ["null", '""', '"null"', "NULL", '"Null"', " null", '"null "', "", '"Thanks"']
+    reviews = [review(id=id, response=response) for id, response in enumerate(written, 1)]
+    reviews.append(review(id=len(written) + 1, response="null", helpfulness='"7"'))  # a quoted number last
+    data = write_export(tmp_path, reviews=reviews, photos=[], characteristic_reviews=[])
+    summary = await load(db_url, data)
+
+    assert summary.rejected == 0, read_rejects(summary.rejects_path)
+    rows = await fetch(db_url, "SELECT response FROM reviews ORDER BY id")
+    assert [row["response"] for row in rows] == [
+        None, None, "null", "NULL", "Null", " null", "null ", None, "Thanks", None
+    ]  # fmt: skip
+
+
 async def test_sequences_continue_past_the_largest_id(db_url, tmp_path):
     data = write_export(
         tmp_path,

@@ -7,7 +7,9 @@ Whatever the bytes (any text, quotes, BOM, CRLF or CR, NUL, invalid UTF-8, any n
 - each record is either typed into a row of its staging table (values of the column's SQL type and
   range) or refused with RowRejected and one of the documented kinds, which the rejects report writes
   and reads back unchanged;
-- a valid row written by any CSV writer (quoting, line ends, BOM) reads back as exactly its values.
+- a valid row written by any CSV writer (quoting, line ends, BOM) reads back as exactly its values;
+- the load's reader (copystream.py, its fast path included) cuts a file into the records csvsource.py
+  cuts it into, with the same rejects at the same lines.
 
 Bounded and deterministic: derandomized, no example database, no deadline (file I/O timing varies).
 """
@@ -26,9 +28,18 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from atelier_etl import rejects
+from atelier_etl.copystream import CopyStream
 from atelier_etl.csvsource import CsvFile, InputFileError, Record
-from atelier_etl.rejects import RejectsReport
-from atelier_etl.rows import EXPORT_FILES, MAX_BIGINT, MAX_DATE_MS, MAX_INTEGER, ExportFile, RowRejected
+from atelier_etl.rejects import RejectsReport, printable, strip_line_end
+from atelier_etl.rows import (
+    EXPORT_FILES,
+    MAX_BIGINT,
+    MAX_DATE_MS,
+    MAX_INTEGER,
+    REVIEWS,
+    ExportFile,
+    RowRejected,
+)
 
 PROPERTIES = settings(
     max_examples=200,
@@ -156,8 +167,8 @@ def type_or_reject(export_file: ExportFile, record: Record) -> str | None:
     bom=st.booleans(),
     line_end=st.sampled_from(["\n", "\r\n", "\r"]),
 )
-# A quote that never closes runs past the csv module's field limit: one malformed record, then reading
-# resumes at the next line.
+# A quote that never closes runs past the csv module's field limit: its line is one malformed record,
+# then reading resumes at the next line.
 @example(export_file=EXPORT_FILES[0], body='1,"' + "x\r\n" * 50_000 + "2,3,ok\r\n", bom=True, line_end="\r\n")
 def test_any_text_reads_as_records_that_cover_it(
     export_file: ExportFile, body: str, bom: bool, line_end: str
@@ -227,8 +238,14 @@ def test_every_record_is_typed_or_rejected_with_a_kind_and_reported(
     content = ("\ufeff" if bom else "") + csv_text([list(export_file.columns), *rows], quoting, line_end)
     records = write_and_read(content.encode("utf-8", "surrogateescape"), export_file.columns)
 
-    # Blank records (an empty row is written as an empty line) are skipped; every other row is a record.
-    assert len(records) == sum(1 for row in rows if row)
+    # Blank records (an empty row is written as an empty line) are skipped; every other row is a record,
+    # except that a row of the wrong width written on several lines is refused as its first line and
+    # its other lines are read again, as records of their own.
+    width = len(export_file.columns)
+    cut = any(len(row) != width and LINE_END.search(csv_text([row], quoting, "")) for row in rows)
+    assert len(records) >= sum(1 for row in rows if row)
+    if not cut:
+        assert len(records) == sum(1 for row in rows if row)
     with tempfile.TemporaryDirectory() as folder:
         report_path = Path(folder) / "rejects.csv"
         report = RejectsReport(report_path)
@@ -280,7 +297,12 @@ def export_with_valid_rows(draw: st.DrawFn) -> tuple[ExportFile, list[list[str]]
     return export_file, draw(st.lists(valid_values(export_file), min_size=1, max_size=8))
 
 
+NULL_RESPONSE = ["1", "1", "5", "0", "s", "b", "true", "false", "n", "e", "null", "0"]
+
+
 @PROPERTIES
+@example(export=(REVIEWS, [NULL_RESPONSE]), quoting=csv.QUOTE_MINIMAL, line_end="\n", bom=False)
+@example(export=(REVIEWS, [NULL_RESPONSE]), quoting=csv.QUOTE_ALL, line_end="\r\n", bom=False)
 @given(
     export=export_with_valid_rows(),
     quoting=st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL]),
@@ -304,9 +326,59 @@ def test_valid_rows_read_back_as_their_values(
         ):
             if sql_type == "boolean":
                 assert value is (text.lower() in ("true", "1"))
-            elif name == "response" and text in ("", "null"):
-                assert value is None  # the export's way of saying "no response"
+            elif name == "response" and (text == "" or (text == "null" and quoting == csv.QUOTE_MINIMAL)):
+                assert value is None  # the export's way of saying "no response": a bare null or ""
             elif sql_type == "text":
                 assert value == text
             else:
                 assert value == int(text)
+
+
+@st.composite
+def export_with_broken_quotes(draw: st.DrawFn) -> tuple[ExportFile, str]:
+    """Valid records (the fast path's) among lines of stray quotes, commas and line breaks."""
+    export_file = draw(st.sampled_from(EXPORT_FILES))
+    line_end = draw(st.sampled_from(["\n", "\r\n"]))
+    quoting = draw(st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL]))
+    parts = []
+    for _ in range(draw(st.integers(0, 8))):
+        if draw(st.booleans()):
+            parts.append(csv_text([draw(valid_values(export_file))], quoting, line_end))
+        else:
+            parts.append(draw(st.sampled_from(['"', '1,"a', ',"', '""', 'x"', line_end])) + draw(CSV_TEXT))
+    return export_file, ",".join(export_file.columns) + line_end + "".join(parts)
+
+
+@PROPERTIES
+@given(export=export_with_broken_quotes(), bom=st.booleans())
+@example(export=(REVIEWS, ",".join(REVIEWS.columns) + '\n1,"a\n' + ",".join(NULL_RESPONSE) + "\n"), bom=False)
+def test_the_load_and_the_rejects_pass_read_the_same_records(
+    export: tuple[ExportFile, str], bom: bool
+) -> None:
+    """The load (copystream.py, fast path included) and the pass that finds set-level rejects' lines
+    (csvsource.py) cut the file into the same records: the same count, the same rejects at the same lines."""
+    export_file, text = export
+    content = (b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8", "surrogateescape")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / export_file.name
+        path.write_bytes(content)
+        with CsvFile(path, export_file.columns) as source:
+            records = list(source.records())
+        report = RejectsReport(Path(folder) / "rejects.csv", [export_file.name])
+        stream = CopyStream(path, export_file, report)
+        try:
+            for _ in stream.chunks():
+                pass
+        finally:
+            stream.close()
+        report.commit()
+        with open(Path(folder) / "rejects.csv", encoding="utf-8", newline="") as written:
+            reported = [(int(row[1]), row[2], row[4]) for row in list(csv.reader(written))[1:]]
+
+    expected = []
+    for line, fields, raw in records:
+        try:
+            export_file.parse(line, fields, raw)
+        except RowRejected as rejected:
+            expected.append((line, rejected.kind, printable(strip_line_end(raw))))
+    assert (stream.read, reported) == (len(records), expected)

@@ -11,7 +11,9 @@ re-encoded for COPY or rejected with its reason. So the fast path only ever deci
 "rejected", and what it passes equals what the slow path would have loaded.
 
 Line numbers are physical lines as csv counts them with newline="" (LF, CRLF or a lone CR ends one);
-the fast path holds no lone CR, so its lines are its LFs.
+the fast path holds no lone CR, so its lines are its LFs. The slow path cuts a refused record of
+several lines to its first line and reads on from the next, as csvsource.py does (`cut_to_first_line`):
+the rejects report's second pass over the file must meet the same records at the same lines.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
+from atelier_etl.csvsource import cut_to_first_line
 from atelier_etl.rejects import RejectsReport
 from atelier_etl.rows import (
     CHARACTERISTIC_REVIEWS,
@@ -44,8 +47,9 @@ _DATE = rb"(?:[0-8][0-9]{12}|[0-9]{1,12})"  # below 9e12 ms (year 2255), so belo
 _BOOLEAN = rb"(?:[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|[01])"  # boolin reads these as rows.py does
 _QUOTED = rb'"[^"\r\n\x00]*(?:""[^"\r\n\x00]*)*"'
 _TEXT = rb"(?:" + _QUOTED + rb'|[^",\r\n\x00]*)'  # COPY's FORCE_NOT_NULL keeps a bare null as text
-# null, or a quoted non-empty text other than "null" (rows.py reads "" and "null" as no response)
-_RESPONSE = rb'(?:null|"(?!null")[^"\r\n\x00]+(?:""[^"\r\n\x00]*)*")'
+# The bare word null (COPY's NULL), or a quoted non-empty text, which COPY reads as text even when it is
+# "null" (rows.py reads both so, and "" as no response)
+_RESPONSE = rb'(?:null|"[^"\r\n\x00]+(?:""[^"\r\n\x00]*)*")'
 _HELPFULNESS = rb"(?:0|[1-9][0-9]{0,8})"
 # No possessive quantifiers (*+, ++): early Python 3.11 releases match them wrongly (seen with Debian 12's
 # 3.11.2, the images' Python; 3.11.7 is right), which joined two records here. Each field above is
@@ -158,6 +162,7 @@ class CopyStream:
         self._pos = 0
         self._eof = False
         self._line = 0  # physical lines consumed
+        self._record_start: int | None = None  # where in the buffer the record being read starts
 
     def close(self) -> None:
         self._file.close()
@@ -168,6 +173,8 @@ class CopyStream:
         if self._buffer.startswith(BOM):
             self._pos = len(BOM)
         header = self._record()  # checked by check_inputs before the load started
+        while header is not None and header[0] == []:  # blank lines before it, as check_inputs skips them
+            header = self._record()
         if header is not None and header[2].endswith("\r\n"):
             self.eol = b"\r\n"
         fast = fast_records(self.export_file, self.eol)
@@ -238,7 +245,8 @@ class CopyStream:
     def _record(self) -> tuple[list[str] | None, int, str] | None:
         """The next record by the csv module: (fields or None if not valid CSV, lines, raw text)."""
         consumed: list[str] = []
-        reader = csv.reader(self._lines(consumed))
+        reader = csv.reader(self._lines(consumed), strict=True)
+        self._record_start = self._pos
         try:
             fields: list[str] | None = next(reader)
         except StopIteration:
@@ -247,6 +255,11 @@ class CopyStream:
             fields = None  # lines read but no record: never drop them silently
         except csv.Error:
             fields = None
+        if cut_to_first_line(fields, len(consumed), len(self.export_file.columns)):
+            fields = None
+            del consumed[1:]
+            self._pos = self._record_start + len(consumed[0].encode("utf-8", "surrogateescape"))
+        self._record_start = None
         self._line += len(consumed)
         return fields, len(consumed), "".join(consumed)
 
@@ -285,8 +298,12 @@ class CopyStream:
         more = self._file.read(CHUNK)
         if not more:
             self._eof = True
-        self._buffer = self._buffer[self._pos :] + more
-        self._pos = 0
+        # The record being read is kept whole: it may be cut to its first line and read on from there.
+        keep = self._pos if self._record_start is None else self._record_start
+        self._buffer = self._buffer[keep:] + more
+        self._pos -= keep
+        if self._record_start is not None:
+            self._record_start = 0
 
 
 _LINE_END = re.compile(rb"[\r\n]")

@@ -4,6 +4,12 @@ The file is read as text line by line (never whole), decoded as UTF-8 with any b
 stripped, and with `newline=""` so the csv module sees CRLF and quoted line breaks untouched. The lines
 the csv reader consumes are captured as it consumes them, which is how each record keeps its raw text
 (several lines for a record with a quoted line break) for the rejects report.
+
+The csv module reads strictly: its lenient default takes `"a "b" c"` as `a b" c"` and lets a quote
+left open run on through the lines after it. A record that is not valid CSV, or is several lines long
+but not of the file's width, is most likely a quote gone wrong, and which of its lines are good cannot
+be told: only its first line is refused (`cut_to_first_line`), and reading starts again at the next.
+copystream.py cuts records the same way, so both count the same lines.
 """
 
 from __future__ import annotations
@@ -26,8 +32,7 @@ class CsvFile:
     """One export file opened for streaming; the header is read and checked on entering.
 
     Undecodable bytes are kept as surrogate escapes (the record is rejected, not the load), and a
-    record the csv module refuses (a runaway quote past the field size limit) comes out with fields
-    None: the reader starts again at the next line.
+    record the csv module refuses comes out with fields None (rows.py says why).
     """
 
     def __init__(self, path: Path, columns: Sequence[str]) -> None:
@@ -88,8 +93,9 @@ class CsvFile:
     def _read(self) -> Iterator[Record]:
         assert self._text is not None
         consumed: list[str] = []
-        reader = csv.reader(_capture(self._text, consumed))
-        last_line = 0
+        again: list[str] = []  # lines to read again, the next one last
+        reader = csv.reader(_capture(self._text, consumed, again), strict=True)
+        next_line = 1
         while True:
             try:
                 fields: list[str] | None = next(reader)
@@ -97,7 +103,13 @@ class CsvFile:
                 return
             except csv.Error:
                 fields = None
-            first_line, last_line = last_line + 1, reader.line_num
+            if cut_to_first_line(fields, len(consumed), len(self.columns)):
+                fields = None
+                again.extend(reversed(consumed[1:]))
+                del consumed[1:]
+                # A new reader: the one before may have seen the end of the file.
+                reader = csv.reader(_capture(self._text, consumed, again), strict=True)
+            first_line, next_line = next_line, next_line + len(consumed)
             raw = "".join(consumed)
             consumed.clear()
             if fields == []:  # a blank line is not a record
@@ -105,8 +117,19 @@ class CsvFile:
             yield first_line, fields, raw
 
 
-def _capture(lines: Iterator[str], consumed: list[str]) -> Iterator[str]:
+def cut_to_first_line(fields: list[str] | None, lines: int, width: int) -> bool:
+    """Whether a record read over `lines` lines is refused as its first line alone: it is not valid CSV
+    (fields None) or not `width` fields wide, and more than one line long."""
+    return lines > 1 and (fields is None or len(fields) != width)
+
+
+def _capture(lines: Iterator[str], consumed: list[str], again: list[str]) -> Iterator[str]:
+    """The lines in `again` (popped from its end), then `lines`; each put in `consumed` as csv takes it."""
     append = consumed.append
+    while again:
+        line = again.pop()
+        append(line)
+        yield line
     for line in lines:
         append(line)
         yield line

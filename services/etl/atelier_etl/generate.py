@@ -62,8 +62,9 @@ CHUNK_PRODUCTS = 2_000  # part of the output: changing it changes every file
 GAP_BITS = 4
 MANIFEST = "manifest.json"
 # In manifest.json: which generator wrote the files. Raised when the same arguments give other bytes
-# (2: ids with gaps), so that a folder written before is generated again, not reused (stack.generate).
-GENERATOR_VERSION = 2
+# (2: ids with gaps; 3: a dirty row of the wrong width on one line), so that a folder written before is
+# generated again, not reused (stack.generate).
+GENERATOR_VERSION = 3
 PARTIAL_SUFFIX = ".partial"  # a file being written; renamed once every file is complete
 BOM = b"\xef\xbb\xbf"
 

@@ -201,7 +201,7 @@ async def _stage_and_switch(
         _step(progress, "computing the summaries; checking ratings against products and indexing beside")
         async with asyncio.TaskGroup() as beside:
             beside.create_task(staging.build_summaries(conn))
-            other_products = beside.create_task(staging.ratings_of_other_products(helper))
+            other_products = beside.create_task(setrejects.find_ratings_of_other_products(helper))
             beside.create_task(staging.build_key_indexes(indexer))
         _step(progress, "building keys")
         try:
@@ -217,10 +217,7 @@ async def _stage_and_switch(
         await staging.build_indexes(conn)
         if not checked and other_products.result():
             stream = streams[CHARACTERISTIC_REVIEWS]
-            await staging.delete_ids(conn, CHARACTERISTIC_REVIEWS, list(other_products.result()))
-            stream.removed += await setrejects.report_by_id(
-                CHARACTERISTIC_REVIEWS, stream.path, report, other_products.result()
-            )
+            stream.removed += await setrejects.reject_ratings_of_other_products(conn, stream.path, report)
         if checked or any(stream.removed for stream in streams.values()):
             _step(progress, "computing the product summaries again, without the rejected rows")
             await staging.rebuild_summaries(conn)
@@ -305,8 +302,7 @@ async def _reject_duplicates_and_bad_references(
             conn, export_file, stream.path, report, stream.eol
         )
     for export_file, stream in streams.items():
-        deleted = await staging.reject_bad_references(conn, export_file)
-        stream.removed += await setrejects.report_by_id(export_file, stream.path, report, deleted)
+        stream.removed += await setrejects.reject_bad_references(conn, export_file, stream.path, report)
 
 
 def _step(progress: LoadProgress | None, message: str) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from atelier_etl import rejects
+from atelier_etl.rejects import strip_line_end
 
 MAX_BIGINT = 2**63 - 1
 MAX_INTEGER = 2**31 - 1
@@ -29,7 +30,6 @@ csv.field_size_limit(MAX_FIELD_CHARS)
 
 _SCORES = {"1": 1, "2": 2, "3": 3, "4": 4, "5": 5}
 _BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
-_NO_RESPONSE = frozenset({"null", ""})
 _PLAIN_NUMBER = re.compile(r"-?[0-9]{1,20}")
 
 
@@ -103,7 +103,16 @@ def _helpfulness(value: str) -> int:
     return number
 
 
-def review(line: int, f: list[str]) -> tuple:
+def _response(value: str, raw: str) -> str | None:
+    """data.md: the bare word `null` (exactly so) or an empty quoted string is no response; any other
+    quoted string, "null" too, is one. The csv module drops the quotes, so the record's text tells:
+    `"null"` stands before the last field (helpfulness, which holds no comma when it is valid)."""
+    if value == "" or (value == "null" and not strip_line_end(raw).rsplit(",", 1)[0].endswith('"null"')):
+        return None
+    return value
+
+
+def review(line: int, f: list[str], raw: str) -> tuple:
     return (
         line,
         _id(f[0], "id"),
@@ -116,20 +125,20 @@ def review(line: int, f: list[str]) -> tuple:
         _boolean(f[7], "reported"),
         f[8],
         f[9],
-        None if f[10] in _NO_RESPONSE else f[10],
+        _response(f[10], raw),
         _helpfulness(f[11]),
     )
 
 
-def review_photo(line: int, f: list[str]) -> tuple:
+def review_photo(line: int, f: list[str], raw: str) -> tuple:
     return (line, _id(f[0], "id"), _id(f[1], "review_id"), f[2])
 
 
-def characteristic(line: int, f: list[str]) -> tuple:
+def characteristic(line: int, f: list[str], raw: str) -> tuple:
     return (line, _id(f[0], "id"), _id(f[1], "product_id", MAX_INTEGER), f[2])
 
 
-def characteristic_rating(line: int, f: list[str]) -> tuple:
+def characteristic_rating(line: int, f: list[str], raw: str) -> tuple:
     return (
         line,
         _id(f[0], "id"),
@@ -147,7 +156,7 @@ class ExportFile:
     table: str  # the service's table, also the stem of the raw staging table `raw_<table>`
     columns: tuple[str, ...]  # the header, in order
     raw_columns: tuple[tuple[str, str], ...]  # (name, SQL type) of the raw staging table
-    parse_fields: Callable[[int, list[str]], tuple]
+    parse_fields: Callable[[int, list[str], str], tuple]
 
     @property
     def raw_table(self) -> str:
@@ -160,10 +169,7 @@ class ExportFile:
     def parse(self, line: int, fields: list[str] | None, raw: str) -> tuple:
         """The record as a raw staging row, or RowRejected."""
         if fields is None:
-            raise RowRejected(
-                rejects.MALFORMED_CSV,
-                f"not valid CSV: a quote that never closes, or a field over {MAX_FIELD_CHARS:,} characters",
-            )
+            raise RowRejected(rejects.MALFORMED_CSV, f"not valid CSV: {_not_csv(raw)}")
         if len(fields) != len(self.columns):
             raise RowRejected(
                 rejects.WRONG_COLUMN_COUNT, f"expected {len(self.columns)} columns, got {len(fields)}"
@@ -175,7 +181,27 @@ class ExportFile:
                 raw.encode("utf-8")
             except UnicodeEncodeError:  # undecodable bytes, kept as surrogate escapes
                 raise RowRejected(rejects.INVALID_TEXT, "not valid UTF-8") from None
-        return self.parse_fields(line, fields)
+        return self.parse_fields(line, fields, raw)
+
+
+# What the csv module says of a record it refuses, as the rejects report says it.
+_CSV_ERRORS = {
+    "field larger than field limit": f"a field over {MAX_FIELD_CHARS:,} characters",
+    "expected after": "text after a closing quote (a quote inside a quoted field is written twice)",
+    "unexpected end of data": "a quote left open at the end of the line",
+}
+
+
+def _not_csv(raw: str) -> str:
+    """Why the text of a refused record is not CSV, read again by itself as the readers read it (it is
+    one line: a refused record of several is cut to its first)."""
+    try:
+        for _ in csv.reader([raw], strict=True):
+            pass
+    except csv.Error as exc:
+        message = str(exc)
+        return next((text for start, text in _CSV_ERRORS.items() if start in message), message)
+    return "lines that make no record"  # read to their end without one (never seen)
 
 
 _ID = ("id", "bigint")

@@ -12,9 +12,10 @@ are found afterwards and deleted:
 
 - duplicate ids and references to missing rows break the primary and foreign keys of
   02-constraints.sql, which are built anyway: only when a key build fails are the explicit queries
-  below run (DUPLICATE_IDS, the REJECT_* deletes), then the keys are built again;
+  of setrejects.py run (DUPLICATE_IDS, the REJECT_* deletes), then the keys are built again;
 - a rating whose characteristic belongs to another product than its review breaks no key: that join
-  (RATINGS_OF_OTHER_PRODUCTS) always runs, beside the summaries; it is trusted once the keys hold.
+  (setrejects.RATINGS_OF_OTHER_PRODUCTS) always runs, beside the summaries; it is trusted once the keys
+  hold.
 
 The keys and indexes are the schema's own (02-constraints.sql, 03-indexes.sql), built in an order that
 keeps both cores busy. Adding a primary key locks its table against readers until the keys' transaction
@@ -40,7 +41,7 @@ from typing import Any
 import asyncpg
 
 from atelier_etl import summaries
-from atelier_etl.rows import CHARACTERISTIC_REVIEWS, EXPORT_FILES, REVIEWS_PHOTOS, ExportFile
+from atelier_etl.rows import EXPORT_FILES, ExportFile
 from atelier_etl.schema import (
     CONSTRAINTS_FILE,
     INDEXES_FILE,
@@ -143,60 +144,6 @@ RENAME_FROM_RAW = {table: f"ALTER TABLE {SCHEMA}.raw_{table} RENAME TO {table}" 
 TRUNCATE_RAW = {table: f"TRUNCATE {SCHEMA}.raw_{table}" for table in TABLES}
 ANALYZE_RAW = {table: f"ANALYZE {SCHEMA}.raw_{table}" for table in TABLES}
 ANALYZE_SUMMARIES = f"ANALYZE {', '.join(f'{SCHEMA}.{table}' for table in summaries.TABLES)}"
-DUPLICATE_IDS = {
-    table: f"SELECT id, count(*) AS copies FROM {SCHEMA}.{table} GROUP BY id HAVING count(*) > 1"
-    for table in TABLES
-}
-DELETE_IDS = {table: f"DELETE FROM {SCHEMA}.{table} WHERE id = any($1::bigint[])" for table in TABLES}
-
-# Each returns the deleted rows' id, kind and reason (kinds as in rejects.py).
-REJECT_PHOTOS_OF_MISSING_REVIEWS = f"""
-DELETE FROM {SCHEMA}.reviews_photos AS p
-WHERE NOT EXISTS (SELECT FROM {SCHEMA}.reviews AS r WHERE r.id = p.review_id)
-RETURNING p.id, 'missing_review' AS kind, format('review_id %s does not exist', p.review_id) AS reason
-"""
-
-REJECT_RATINGS_OF_BAD_REFERENCES = f"""
-DELETE FROM {SCHEMA}.characteristic_reviews AS rated
-USING (
-    SELECT cr.id,
-           CASE WHEN r.id IS NULL THEN 'missing_review'
-                WHEN c.id IS NULL THEN 'missing_characteristic'
-                ELSE 'characteristic_of_other_product' END AS kind,
-           CASE WHEN r.id IS NULL THEN format('review_id %s does not exist', cr.review_id)
-                WHEN c.id IS NULL THEN format('characteristic_id %s does not exist', cr.characteristic_id)
-                ELSE format('characteristic %s belongs to product %s, review %s to product %s',
-                            c.id, c.product_id, r.id, r.product_id) END AS reason
-    FROM {SCHEMA}.characteristic_reviews AS cr
-    LEFT JOIN {SCHEMA}.reviews AS r ON r.id = cr.review_id
-    LEFT JOIN {SCHEMA}.characteristics AS c ON c.id = cr.characteristic_id
-    WHERE r.id IS NULL OR c.id IS NULL OR c.product_id <> r.product_id
-) AS bad
-WHERE rated.id = bad.id
-RETURNING bad.id, bad.kind, bad.reason
-"""
-
-# Once the keys hold (every reference exists, ids are unique), only the product rule is left. A plain
-# SELECT, run before the keys beside the summaries; what it finds is deleted by id once the keys hold
-# (with a duplicated id or a missing reference its answer is void: REJECT_RATINGS_OF_BAD_REFERENCES
-# decides the product rule with the others).
-RATINGS_OF_OTHER_PRODUCTS = f"""
-SELECT cr.id, 'characteristic_of_other_product' AS kind,
-       format('characteristic %s belongs to product %s, review %s to product %s',
-              c.id, c.product_id, r.id, r.product_id) AS reason
-FROM {SCHEMA}.characteristic_reviews AS cr
-JOIN {SCHEMA}.characteristics AS c ON c.id = cr.characteristic_id
-JOIN {SCHEMA}.reviews AS r ON r.id = cr.review_id
-WHERE c.product_id <> r.product_id
-"""
-# The two hash tables of that join (ids and product ids of reviews and characteristics) fit in memory.
-JOIN_WORK_MEM = "SET LOCAL work_mem = '512MB'"
-
-REFERENCE_CHECKS = {
-    REVIEWS_PHOTOS.table: REJECT_PHOTOS_OF_MISSING_REVIEWS,
-    CHARACTERISTIC_REVIEWS.table: REJECT_RATINGS_OF_BAD_REFERENCES,
-}
-
 # The unique index each export table's primary key takes over; IF NOT EXISTS: built beside the summaries,
 # or else by the keys' transaction itself (build_keys).
 KEY_INDEXES = {
@@ -305,37 +252,6 @@ async def name_tables(conn: asyncpg.Connection) -> None:
     await conn.execute(UNSTAGE_REVIEW_DATE)
     for table in TABLES:
         await conn.execute(RENAME_FROM_RAW[table])
-
-
-async def duplicate_ids(conn: asyncpg.Connection, export_file: ExportFile) -> dict[int, int]:
-    """The ids held by more than one row: id -> number of rows."""
-    rows = await conn.fetch(DUPLICATE_IDS[export_file.table])
-    return {row["id"]: row["copies"] for row in rows}
-
-
-async def delete_ids(conn: asyncpg.Connection, export_file: ExportFile, ids: list[int]) -> int:
-    return _row_count(await conn.execute(DELETE_IDS[export_file.table], ids))
-
-
-async def reject_bad_references(
-    conn: asyncpg.Connection, export_file: ExportFile
-) -> dict[int, tuple[str, str]]:
-    """Delete the file's rows that refer to missing rows (or another product); id -> (kind, reason)."""
-    check = REFERENCE_CHECKS.get(export_file.table)
-    if check is None:
-        return {}
-    async with conn.transaction():
-        await conn.execute(JOIN_WORK_MEM)
-        rows = await conn.fetch(check)
-    return {row["id"]: (row["kind"], row["reason"]) for row in rows}
-
-
-async def ratings_of_other_products(conn: asyncpg.Connection) -> dict[int, tuple[str, str]]:
-    """The ratings whose characteristic and review are of different products: id -> (kind, reason)."""
-    async with conn.transaction():
-        await conn.execute(JOIN_WORK_MEM)
-        rows = await conn.fetch(RATINGS_OF_OTHER_PRODUCTS)
-    return {row["id"]: (row["kind"], row["reason"]) for row in rows}
 
 
 async def empty_summaries(conn: asyncpg.Connection) -> None:
