@@ -297,12 +297,16 @@ async def _reject_duplicates_and_bad_references(
 ) -> None:
     """What a failed key build means, in full: every file's duplicated ids first (the first copy is
     kept), then the references of the children, which must point at kept rows."""
+    duplicated = set()
     for export_file, stream in streams.items():
-        stream.removed += await setrejects.keep_first_copies(
-            conn, export_file, stream.path, report, stream.eol
+        if removed := await setrejects.keep_first_copies(conn, export_file, stream.path, report, stream.eol):
+            stream.removed += removed
+            duplicated.add(export_file)
+    for export_file, stream in streams.items():
+        unique = export_file not in duplicated
+        stream.removed += await setrejects.reject_bad_references(
+            conn, export_file, stream.path, report, unique
         )
-    for export_file, stream in streams.items():
-        stream.removed += await setrejects.reject_bad_references(conn, export_file, stream.path, report)
 
 
 def _step(progress: LoadProgress | None, message: str) -> None:

@@ -145,10 +145,12 @@ RejectedRecord = tuple[int, tuple, str, str, str | None, int | None]
 
 
 async def _rejected_records(
-    conn: asyncpg.Connection, export_file: ExportFile, path: Path
+    conn: asyncpg.Connection, export_file: ExportFile, path: Path, unique: bool = False
 ) -> AsyncIterator[RejectedRecord]:
     """The file's loaded records whose id is in its rejects table, in file order. Each batch's queries
-    are done before its records are yielded, so the caller may use the connection in between."""
+    are done before its records are yielded, so the caller may use the connection in between. `unique`:
+    no id of the file was loaded twice, so none is met again and no first line needs noting (that UPDATE
+    was most of the time a truncated reviews.csv's millions of orphans took)."""
     table = export_file.table
     with CsvFile(path, export_file.columns) as source:
         records = source.records()
@@ -182,7 +184,7 @@ async def _rejected_records(
                 if first_line is None:
                     met[id] = line
                 rejected.append((line, row, raw, reject["kind"], reject["reason"], first_line))
-            if met:
+            if met and not unique:
                 await conn.execute(NOTE_FIRST_LINES[table], list(met), list(met.values()))
             for record in rejected:
                 yield record
@@ -224,10 +226,10 @@ async def keep_first_copies(
 
 
 async def reject_bad_references(
-    conn: asyncpg.Connection, export_file: ExportFile, path: Path, report: RejectsReport
+    conn: asyncpg.Connection, export_file: ExportFile, path: Path, report: RejectsReport, unique: bool
 ) -> int:
     """Delete and report the file's rows that refer to missing rows (or another product's
-    characteristic); returns how many."""
+    characteristic); returns how many. `unique`: keep_first_copies found no duplicated id in it."""
     check = REFERENCE_CHECKS.get(export_file.table)
     if check is None:
         return 0
@@ -235,7 +237,7 @@ async def reject_bad_references(
     async with conn.transaction():
         await conn.execute(JOIN_WORK_MEM)
         deleted = _row_count(await conn.execute(check))
-    return await _report(conn, export_file, path, report, deleted)
+    return await _report(conn, export_file, path, report, deleted, unique)
 
 
 async def find_ratings_of_other_products(conn: asyncpg.Connection) -> int:
@@ -252,18 +254,23 @@ async def reject_ratings_of_other_products(
 ) -> int:
     """Delete and report what find_ratings_of_other_products found (once the keys hold); returns how many."""
     deleted = _row_count(await conn.execute(DELETE_REJECTED[CHARACTERISTIC_REVIEWS.table]))
-    return await _report(conn, CHARACTERISTIC_REVIEWS, path, report, deleted)
+    return await _report(conn, CHARACTERISTIC_REVIEWS, path, report, deleted, unique=True)  # keys hold
 
 
 async def _report(
-    conn: asyncpg.Connection, export_file: ExportFile, path: Path, report: RejectsReport, deleted: int
+    conn: asyncpg.Connection,
+    export_file: ExportFile,
+    path: Path,
+    report: RejectsReport,
+    deleted: int,
+    unique: bool,
 ) -> int:
     """Report the rows of the file's rejects table at the line of each id's first loaded record."""
     if not deleted:
         return 0
     await conn.execute(INDEX_REJECTS[export_file.table])
     reported = 0
-    async for line, _, raw, kind, reason, first_line in _rejected_records(conn, export_file, path):
+    async for line, _, raw, kind, reason, first_line in _rejected_records(conn, export_file, path, unique):
         if first_line is None:  # its later copies are reported as duplicates already
             assert reason is not None
             report.add(export_file.name, line, kind, reason, raw)
