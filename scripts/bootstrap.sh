@@ -9,11 +9,17 @@ PYTHON=${PYTHON:-python3}
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || {
   echo "error: Python 3.11 or newer is needed as '$PYTHON' (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
 
-# A .venv without a working pip (one made by hand before python3-venv was installed, or for a Python
-# since removed) is made again.
-if [ -e .venv ] && ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
-  echo "recreating .venv (its python or pip does not run)" >&2
-  rm -rf .venv
+# A .venv whose python does not run (made for a Python since removed, or half made by hand before
+# python3-venv was installed) is made again; one that only lacks pip (`uv venv` makes them so) gets it.
+if [ -e .venv ]; then
+  if ! .venv/bin/python -c '' >/dev/null 2>&1; then
+    echo "recreating .venv (its python does not run)" >&2
+    rm -rf .venv
+  elif ! .venv/bin/python -m pip --version >/dev/null 2>&1 \
+    && ! .venv/bin/python -m ensurepip --default-pip >/dev/null 2>&1; then
+    echo "error: .venv has no pip and ensurepip cannot add it: remove .venv (rm -rf .venv) and run again" >&2
+    exit 1
+  fi
 fi
 if [ ! -x .venv/bin/python ]; then
   if ! "$PYTHON" -m venv .venv 2>/dev/null; then

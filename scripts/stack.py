@@ -30,6 +30,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
+from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -162,6 +163,8 @@ LOCAL_API_ROLE = "atelier_api_local"
 
 CAN_CREATE_ROLES = "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user"
 DATA_LOADED = "SELECT to_regclass('reviews') IS NOT NULL"
+# readiness.HAS_A_PRODUCT's question (reviews read first, as every reader of both does).
+SERVES_A_PRODUCT = "SELECT EXISTS (SELECT FROM reviews) OR EXISTS (SELECT FROM characteristics)"
 # Role names and passwords cannot be parameters of CREATE/ALTER ROLE: the server quotes them (%I, %L).
 CREATE_OR_ALTER_LOGIN = """
 SELECT format(
@@ -225,14 +228,15 @@ async def _api_login(url: str, role: str) -> tuple[str | None, str]:
 
 
 def data_loaded(url: str) -> bool:
-    """Whether the database of `url` serves data (a load has switched it in)."""
+    """Whether the database of `url` serves data: a product with reviews or characteristics (as /readyz
+    asks; the tables alone, as compose's image makes them at its first start, hold nothing to serve)."""
 
     async def check() -> bool:
         import asyncpg
 
         conn = await asyncpg.connect(url, timeout=10)
         try:
-            return bool(await conn.fetchval(DATA_LOADED))
+            return bool(await conn.fetchval(DATA_LOADED)) and bool(await conn.fetchval(SERVES_A_PRODUCT))
         finally:
             await conn.close()
 
@@ -275,20 +279,21 @@ def generate(out: Path, products: int, env: dict[str, str]) -> None:
 
 
 def nginx_command(prefix: Path, nginx: str | None = None) -> list[str]:
-    """nginx in the foreground on the configuration render_nginx wrote under `prefix`. `-e`: its log from
-    the start in `prefix` too, not first in the packaged /var/log/nginx/error.log, which a user who is not
-    root may not open (an alarming [alert] at every start, though nothing is wrong)."""
-    return [
-        nginx or nginx_binary(),
-        "-p",
-        str(prefix),
-        "-e",
-        "logs/error.log",
-        "-c",
-        "nginx.conf",
-        "-g",
-        "daemon off;",
-    ]
+    """nginx in the foreground on the configuration render_nginx wrote under `prefix`. `-e` (nginx 1.19.5
+    and later; Ubuntu 22.04 has 1.18): its log from the start in `prefix` too, not first in the packaged
+    /var/log/nginx/error.log, which a user who is not root may not open (an alarming [alert] at every
+    start, though nothing is wrong)."""
+    binary = nginx or nginx_binary()
+    log_option = ["-e", "logs/error.log"] if nginx_version(binary) >= (1, 19, 5) else []
+    return [binary, "-p", str(prefix), *log_option, "-c", "nginx.conf", "-g", "daemon off;"]
+
+
+@cache
+def nginx_version(binary: str) -> tuple[int, ...]:
+    """nginx's version, from `nginx -v` ("nginx version: nginx/1.22.1"); (0,) when it says none."""
+    said = subprocess.run([binary, "-v"], capture_output=True, text=True, check=False).stderr
+    found = re.search(r"nginx/(\d+(?:\.\d+)*)", said)
+    return tuple(map(int, found.group(1).split("."))) if found else (0,)
 
 
 def nginx_binary() -> str:
@@ -400,7 +405,16 @@ def check_port_free(port: int, setting_name: str) -> None:
 
 
 def interrupt(signum: int, frame: object) -> None:
+    """The first Ctrl-C (SIGTERM, SIGHUP) stops the stack; later ones only say it is stopping, until the
+    database has stopped too (a second one would cut the teardown short: the embedded PostgreSQL, in a
+    session of its own, would go on running)."""
+    for held in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(held, still_stopping)
     raise KeyboardInterrupt
+
+
+def still_stopping(signum: int, frame: object) -> None:
+    log("stopping: the replicas finish the requests they have, then the database stops")
 
 
 def start(name: str, command: list[str], env: dict[str, str]) -> tuple[str, subprocess.Popen[bytes]]:
@@ -443,11 +457,8 @@ def _signals_held() -> Iterator[None]:
         yield
         return
 
-    def stopping(signum: int, frame: object) -> None:
-        log("stopping: the replicas finish the requests they have (a few seconds)")
-
     held = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {signum: signal.signal(signum, stopping) for signum in held}
+    previous = {signum: signal.signal(signum, still_stopping) for signum in held}
     try:
         yield
     finally:
@@ -602,8 +613,8 @@ def down() -> None:
 
 
 # What a full-scale load takes on disk (measured at 1,000,011 products; scaled by FULL_PRODUCTS): the
-# export, and a database holding the data (with its indexes and WAL). A load builds the new data beside
-# the data served, so while data is loaded it needs room for both.
+# export, and a database's worth of new data (with its indexes and WAL), built beside the data served
+# (which is on the disk already, so not counted).
 FULL_EXPORT_BYTES = 2.6e9
 FULL_DATABASE_BYTES = 6e9
 FULL_SCALE_PRODUCTS = 1_000_011
@@ -614,18 +625,19 @@ def load_full() -> None:
     out = DATA_DIR / "full"
     with database() as url:
         env = os.environ | {"DATABASE_URL": url}
-        check_disk(out, products, embedded=not os.environ.get("DATABASE_URL"), loaded=data_loaded(url))
+        check_disk(out, products, embedded=not os.environ.get("DATABASE_URL"))
         generate(out, products, env)
         run([BIN / "atelier-load", "--data", out], env)
 
 
-def check_disk(out: Path, products: int, embedded: bool, loaded: bool) -> None:
+def check_disk(out: Path, products: int, embedded: bool) -> None:
     """Refuse a load that cannot fit in DATA_DIR's free space, before it fills the disk midway (a full
     disk under PostgreSQL's WAL stops the server)."""
     scale = products / FULL_SCALE_PRODUCTS
     needed = 0.0 if generated(out, products) else FULL_EXPORT_BYTES * scale
     if embedded:  # the database's files are in DATA_DIR too
-        needed += FULL_DATABASE_BYTES * scale * (2 if loaded else 1)
+        needed += FULL_DATABASE_BYTES * scale
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(DATA_DIR).free
     if free < needed:
         raise SystemExit(
@@ -651,8 +663,8 @@ def main() -> None:
     )
     parser.add_argument("command", choices=["up", "serve", "down", "load-full"])
     command = parser.parse_args().command
-    if command != "down":
-        check_data_dir()
+    if command in ("up", "serve") or (command == "load-full" and not os.environ.get("DATABASE_URL")):
+        check_data_dir()  # where nginx or the embedded PostgreSQL will run from DATA_DIR
     {"up": up, "serve": lambda: up(load_sample=False), "down": down, "load-full": load_full}[command]()
 
 

@@ -28,6 +28,7 @@ from pytest_aiohttp import AiohttpClient
 
 from atelier_api.app import create_app
 from atelier_api.config import Config
+from tests.api.conftest import until_live
 from tests.conftest import BIN
 from tests.faults.conftest import eventually
 
@@ -108,6 +109,15 @@ async def api(database_url: str, aiohttp_client: AiohttpClient) -> Client:
     return await uncached_app(database_url, aiohttp_client)
 
 
+@pytest.fixture
+async def cached_api(database_url: str, aiohttp_client: AiohttpClient) -> Client:
+    """An app as it serves: its response cache on, filled from the old data before the kill."""
+    config = Config(database_url=database_url, db_command_timeout=5)
+    client = await aiohttp_client(create_app(config))
+    await until_live(client)
+    return client
+
+
 async def served(db: asyncpg.Connection) -> dict[str, tuple[int, str]]:
     """Every served table's row count and the md5 of all its rows in id order."""
     return {
@@ -141,7 +151,13 @@ async def gone(db: asyncpg.Connection, pid: int) -> bool:
 
 
 async def rerun_completes(
-    database_url: str, db: asyncpg.Connection, api: Client, aiohttp_client: AiohttpClient, data: Path, before
+    database_url: str,
+    db: asyncpg.Connection,
+    api: Client,
+    cached_api: Client,
+    aiohttp_client: AiohttpClient,
+    data: Path,
+    before,
 ) -> None:
     summary = await asyncio.to_thread(load, database_url, data)
     assert summary["ok"] is True
@@ -151,19 +167,22 @@ async def rerun_completes(
     assert not await db.fetchval("SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = 'atelier_load')")
     view = await api_view(api)
     assert all(status == 200 for status, _ in view) and view != before
-    # Exactly what an app started on the new data serves: the app that lived through the kill and the
-    # rerun kept nothing of the old data.
+    # Exactly what an app started on the new data serves; and the app whose cache held the old answers
+    # through the kill and the rerun kept none of them (the switch's notification emptied it).
     assert view == await api_view(await uncached_app(database_url, aiohttp_client))
+    assert await api_view(cached_api) == view
 
 
 async def test_a_loader_killed_inside_its_copy_leaves_the_previous_load_served(
     database_url: str,
     db: asyncpg.Connection,
     api: Client,
+    cached_api: Client,
     aiohttp_client: AiohttpClient,
     exports: dict[str, Path],
 ) -> None:
     before, before_view = await served(db), await api_view(api)
+    assert await api_view(cached_api) == before_view  # and it now holds the old answers
     assert before["reviews"][0] > 0 and all(status == 200 for status, _ in before_view)
 
     answers: list[list[tuple[int, bytes]]] = []
@@ -207,17 +226,19 @@ async def test_a_loader_killed_inside_its_copy_leaves_the_previous_load_served(
     assert await api_view(api) == before_view
     # The staging schema is left behind, half built; the API never looks there and the rerun drops it.
     assert await db.fetchval("SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = 'atelier_load')")
-    await rerun_completes(database_url, db, api, aiohttp_client, exports["big"], before_view)
+    await rerun_completes(database_url, db, api, cached_api, aiohttp_client, exports["big"], before_view)
 
 
 async def test_a_loader_killed_inside_its_switch_leaves_the_previous_load_served(
     database_url: str,
     db: asyncpg.Connection,
     api: Client,
+    cached_api: Client,
     aiohttp_client: AiohttpClient,
     exports: dict[str, Path],
 ) -> None:
     before, before_view = await served(db), await api_view(api)
+    assert await api_view(cached_api) == before_view  # and it now holds the old answers
     # A reader's lock on the served tables: the switch's first LOCK TABLE waits for it, in its transaction.
     reader = await asyncpg.connect(database_url)
     lock = reader.transaction()
@@ -252,4 +273,4 @@ async def test_a_loader_killed_inside_its_switch_leaves_the_previous_load_served
 
     assert await served(db) == before  # the half-done switch was rolled back whole
     assert await api_view(api) == before_view
-    await rerun_completes(database_url, db, api, aiohttp_client, exports["small"], before_view)
+    await rerun_completes(database_url, db, api, cached_api, aiohttp_client, exports["small"], before_view)
