@@ -229,8 +229,8 @@ LIST_MESSAGE = "must be a comma-separated list of positive integers"
         ("product_ids=1,%202", LIST_MESSAGE),
         ("product_ids=%2B5", LIST_MESSAGE),
         ("product_ids=%D9%A3", LIST_MESSAGE),
-        ("product_ids=1,2147483648", "must each be at most 2147483647"),
-        ("product_ids=" + "9" * 5000, "must each be at most 2147483647"),
+        ("product_ids=1,9223372036854775808", "must each be at most 9223372036854775807"),
+        ("product_ids=" + "9" * 5000, "must each be at most 9223372036854775807"),
         ("product_ids=" + ",".join(["x"] * 101), LIST_MESSAGE),
     ],
 )

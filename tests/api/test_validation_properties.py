@@ -130,7 +130,7 @@ def test_reviews_query_accepts_only_valid_values(query: MultiDict[str]) -> None:
     except InvalidInput as error:
         assert_refusal(error, {"product_id", "page", "count", "sort", "rating", "with_photos"})
         return
-    assert 1 <= parsed.product_id <= INT32_MAX
+    assert 1 <= parsed.product_id <= INT64_MAX
     assert int(single(query, "product_id") or "") == parsed.product_id
     assert 1 <= parsed.page <= INT32_MAX and parsed.page == int(single(query, "page") or "1")
     assert 1 <= parsed.count <= MAX_COUNT and parsed.count == int(single(query, "count") or "5")
@@ -149,7 +149,7 @@ def test_meta_query_accepts_only_a_product_id(query: MultiDict[str]) -> None:
     except InvalidInput as error:
         assert_refusal(error, {"product_id"})
         return
-    assert 1 <= product_id <= INT32_MAX and product_id == int(single(query, "product_id") or "")
+    assert 1 <= product_id <= INT64_MAX and product_id == int(single(query, "product_id") or "")
 
 
 @PROPERTIES
@@ -163,7 +163,7 @@ def test_meta_batch_query_accepts_only_a_bounded_list_of_ids(query: MultiDict[st
         assert_refusal(error, {"product_ids"})
         return
     assert 1 <= len(product_ids) <= MAX_BATCH_PRODUCTS
-    assert all(1 <= product_id <= INT32_MAX for product_id in product_ids)
+    assert all(1 <= product_id <= INT64_MAX for product_id in product_ids)
     assert product_ids == [int(text) for text in (single(query, "product_ids") or "").split(",")]
 
 

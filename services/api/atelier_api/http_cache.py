@@ -24,7 +24,7 @@ from aiohttp.typedefs import Handler
 from atelier_api import reviews, summaries
 from atelier_api.cache import SUMMARY, Entry, etag_of
 from atelier_api.keys import CACHE_KEY, CONFIG_KEY, POOL_KEY
-from atelier_api.validation import ReviewsQuery, Sort
+from atelier_api.validation import INT32_MAX, ReviewsQuery, Sort
 
 CACHE_STATUS_HEADER = "X-Cache"
 # A product with at most this many reviews is cached whole (one entry answers every GET /reviews of it);
@@ -92,6 +92,9 @@ async def reviews_page(app: web.Application, query: ReviewsQuery) -> tuple[Entry
     one entry. A product with more is cached per order: its first REVIEWS_WINDOW reviews in the asked
     sort and filters (`_window_page`). While the cache cannot keep anything (off, or its listener away)
     every page is read as asked: reading more than the page pays only when it is kept."""
+    if query.product_id > INT32_MAX:  # names no product (the column is an integer): none of its reviews
+        body = _page_body(query, b"")
+        return Entry(body, etag_of(body)), False
     cache = app[CACHE_KEY]
     if not cache.keeping:
         return await _reviews_page_as_asked(app, query)

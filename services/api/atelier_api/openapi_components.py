@@ -19,7 +19,15 @@ from atelier_api.review_draft import (
     MIN_RATING,
     TEXT_LENGTHS,
 )
-from atelier_api.validation import DEFAULT_COUNT, DEFAULT_PAGE, INT32_MAX, INT64_MAX, MAX_BATCH_PRODUCTS, Sort
+from atelier_api.validation import (
+    ASKED_PRODUCT_MAX,
+    DEFAULT_COUNT,
+    DEFAULT_PAGE,
+    INT32_MAX,
+    INT64_MAX,
+    MAX_BATCH_PRODUCTS,
+    Sort,
+)
 
 Json = dict[str, Any]
 
@@ -142,7 +150,10 @@ def parameters(max_count: int) -> Json:
     review_id = _integer(1, INT64_MAX, examples=[1])
     return {
         "product_id": _query(
-            "product_id", _integer(1, INT32_MAX, examples=[2]), "The product; digits only.", required=True
+            "product_id",
+            _integer(1, ASKED_PRODUCT_MAX, examples=[2]),
+            f"The product; digits only. One past {INT32_MAX} names no product: answered as an unknown one.",
+            required=True,
         ),
         "page": _query(
             "page",
@@ -177,7 +188,7 @@ def parameters(max_count: int) -> Json:
             "product_ids",
             {
                 "type": "array",
-                "items": _integer(1, INT32_MAX),
+                "items": _integer(1, ASKED_PRODUCT_MAX),
                 "minItems": 1,
                 "maxItems": MAX_BATCH_PRODUCTS,
                 "examples": [[2, 3]],

@@ -18,6 +18,8 @@ from typing import Any
 
 import asyncpg
 
+from atelier_api.validation import INT32_MAX
+
 Json = dict[str, Any]
 
 # The rows of the products asked for, in no particular order: each product's counts (a row with no
@@ -71,7 +73,9 @@ async def product_summaries(pool: asyncpg.Pool, product_ids: Sequence[int]) -> l
     """The meta object of each product, in the order given (a repeated id is repeated)."""
     counts: dict[int, asyncpg.Record] = {}
     characteristics: dict[int, list[tuple[int, str, str | None]]] = {}
-    for row in await pool.fetch(PRODUCT_SUMMARIES, list(dict.fromkeys(product_ids))):
+    # An id past the column's range names no product: an unknown product's summary, without asking.
+    known_range = [product_id for product_id in dict.fromkeys(product_ids) if product_id <= INT32_MAX]
+    for row in await pool.fetch(PRODUCT_SUMMARIES, known_range) if known_range else []:
         if row["characteristic_id"] is None:
             counts[row["product_id"]] = row
         else:

@@ -18,6 +18,10 @@ from atelier_api.errors import FieldError, InvalidInput, MalformedBody, ReviewNo
 
 INT32_MAX = 2**31 - 1  # product ids and page numbers are Postgres integers
 INT64_MAX = 2**63 - 1  # review and characteristic ids are bigints
+# A product id a GET may ask for: a positive integer (the contract's rule) up to a bigint's largest (what
+# JSON tools, orjson included, take as an integer). One past INT32_MAX names no product (the column is an
+# integer), so it is answered as an unknown product.
+ASKED_PRODUCT_MAX = INT64_MAX
 
 # ASCII digits only: int() would also take " 5", "+5", "5_0" and other scripts' digits.
 _POSITIVE_INTEGER = re.compile(r"0*([1-9][0-9]*)")
@@ -49,7 +53,7 @@ class ReviewsQuery:
 
 def reviews_query(query: MultiMapping[str], max_count: int) -> ReviewsQuery:
     errors: list[FieldError] = []
-    product_id = _query_integer(query, "product_id", None, INT32_MAX, errors)
+    product_id = _query_integer(query, "product_id", None, ASKED_PRODUCT_MAX, errors)
     page = _query_integer(query, "page", DEFAULT_PAGE, INT32_MAX, errors)
     count = _query_integer(query, "count", DEFAULT_COUNT, max_count, errors)
     sort = _query_value(query, "sort", Sort.RELEVANT.value, errors)
@@ -75,7 +79,7 @@ def reviews_query(query: MultiMapping[str], max_count: int) -> ReviewsQuery:
 def meta_query(query: MultiMapping[str]) -> int:
     """The product_id of GET /reviews/meta."""
     errors: list[FieldError] = []
-    product_id = _query_integer(query, "product_id", None, INT32_MAX, errors)
+    product_id = _query_integer(query, "product_id", None, ASKED_PRODUCT_MAX, errors)
     if product_id is None:
         raise InvalidInput(errors)
     return product_id
@@ -91,8 +95,8 @@ def meta_batch_query(query: MultiMapping[str]) -> list[int]:
         product_ids = [value for value in values if value is not None]
         if len(product_ids) < len(values):
             errors.append(FieldError("product_ids", "must be a comma-separated list of positive integers"))
-        elif max(product_ids) > INT32_MAX:
-            errors.append(FieldError("product_ids", f"must each be at most {INT32_MAX}"))
+        elif max(product_ids) > ASKED_PRODUCT_MAX:
+            errors.append(FieldError("product_ids", f"must each be at most {ASKED_PRODUCT_MAX}"))
         elif len(product_ids) > MAX_BATCH_PRODUCTS:
             errors.append(FieldError("product_ids", f"must list at most {MAX_BATCH_PRODUCTS} ids"))
     if errors:
