@@ -50,8 +50,9 @@ The Atelier ratings & reviews API: a drop-in replacement for the hosted Atelier 
   5xx status, including `404` for an unknown path and `405` (with `Allow`) for a method a path does not
   take. A `POST` lists every broken rule at once.
 * Bad input never gives a 5xx: `422` for an invalid parameter or body field, `400` for a body that is not
-  a JSON object, `413` for a body larger than {max_body_bytes} bytes, `415` for a body sent compressed (a
-  `Content-Encoding` other than `identity`).
+  JSON (JSON that is not an object holds no field: `422` naming each required one), `413` for a body
+  larger than {max_body_bytes} bytes, `415` for a body sent compressed (a `Content-Encoding` other than
+  `identity`).
 * `503` with `Retry-After` while the database is unreachable, or when it rolled a request back (a
   deadlock with a load's switch, say: nothing was changed, send it again); `500` for an unexpected
   failure. Neither body says more than that.

@@ -448,7 +448,7 @@ def responses(max_body_bytes: int) -> Json:
             "content": plain_text,
         },
         "MalformedBody": {
-            "description": "The body is not a JSON object (JSON error); or the request line is too long "
+            "description": "The body is not JSON (JSON error); or the request line is too long "
             "(plain text, as RequestTooLong says).",
             "headers": {
                 name: {"description": "With the JSON error.", "schema": {"type": "string"}}
