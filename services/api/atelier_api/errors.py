@@ -143,7 +143,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception as error:
         if not lost_the_database(error):
             # Logged here, once, with the traceback and the request id the client sees in X-Request-Id;
-            # the client gets nothing of the failure.
+            # the client gets nothing of the failure, and the log no row's personal data.
+            _without_row_details(error)
             log.exception(
                 "unexpected error: %s %s",
                 request.method,
@@ -152,6 +153,19 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             )
             return json_error(500, "internal server error")
         return _retry_later(request, error, "database unavailable", "database unavailable")
+
+
+def _without_row_details(error: BaseException) -> None:
+    """Drop PostgreSQL's DETAIL from the database errors of this failure's chain before it is logged:
+    asyncpg prints it with the message, and for a rule a row broke it quotes the row ("Failing row
+    contains (..., <e-mail>, <name>, <body>, ...)"). The message, class and constraint stay."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, asyncpg.PostgresError):
+            current.detail = None  # type: ignore[attr-defined]
+        current = current.__cause__ or current.__context__
 
 
 def _retry_later(request: web.Request, error: Exception, logged: str, message: str) -> web.Response:
