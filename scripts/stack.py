@@ -404,11 +404,15 @@ def check_port_free(port: int, setting_name: str) -> None:
         )
 
 
+# What stops the stack: Ctrl-C, `make down`'s SIGTERM, a closed terminal's SIGHUP.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def interrupt(signum: int, frame: object) -> None:
     """The first Ctrl-C (SIGTERM, SIGHUP) stops the stack; later ones only say it is stopping, until the
     database has stopped too (a second one would cut the teardown short: the embedded PostgreSQL, in a
     session of its own, would go on running)."""
-    for held in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for held in STOP_SIGNALS:
         signal.signal(held, still_stopping)
     raise KeyboardInterrupt
 
@@ -457,8 +461,7 @@ def _signals_held() -> Iterator[None]:
         yield
         return
 
-    held = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {signum: signal.signal(signum, still_stopping) for signum in held}
+    previous = {signum: signal.signal(signum, still_stopping) for signum in STOP_SIGNALS}
     try:
         yield
     finally:
@@ -579,7 +582,7 @@ def up(load_sample: bool = True) -> None:
     # Ctrl-C, `make down`'s SIGTERM and a closed terminal's SIGHUP stop the stack and every process it
     # started (they run in sessions of their own, so nothing else reaches them); SIGINT explicitly,
     # since a shell starts background jobs with it ignored.
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for signum in STOP_SIGNALS:
         if signum == signal.SIGHUP and signal.getsignal(signum) is signal.SIG_IGN:
             continue  # `nohup make up &`: asked to outlive the terminal
         signal.signal(signum, interrupt)
